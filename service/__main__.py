@@ -1,0 +1,101 @@
+"""`python -m service [--config PATH]`: the HTTP service (API, SSE, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import socket
+import sys
+
+import structlog
+from aiohttp import web
+
+from service import config as config_mod
+from service import embedded, logs
+from service.procs import Child, Supervisor, child_env
+
+log = structlog.get_logger("tidings.http")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="config file (default: $TIDINGS_CONFIG or ./config.toml)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    logs.setup(cfg.log, process="service")
+    if not cfg.auth.api_keys and not is_loopback(cfg.http.host):
+        print(
+            f"http.host: refusing to serve {cfg.http.host} without auth.api_keys "
+            "(set keys, or bind 127.0.0.1)",
+            file=sys.stderr,
+        )
+        return 2
+    url = cfg.redis.url
+    owned = None
+    if url == "embedded":
+        url = embedded.attach(cfg) or ""
+        if not url:
+            owned = embedded.start_owned(cfg)
+            url = owned.url
+    try:
+        if cfg.http.processes > 1 and not args.child:
+            argv_child = [sys.executable, "-m", "service", "--child"]
+            env = child_env(TIDINGS_REDIS_URL=url)
+            if args.config:
+                env["TIDINGS_CONFIG"] = os.path.abspath(args.config)
+            children = [Child(f"http-{i}", argv_child, env=env) for i in range(cfg.http.processes)]
+            return Supervisor(children, stop_timeout=10).run()
+        serve(cfg, url, reuse_port=cfg.http.processes > 1)
+        return 0
+    finally:
+        if owned is not None:
+            owned.stop()
+            embedded.forget(cfg)
+
+
+def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
+    from service.app import create_app
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def go() -> None:
+        app = create_app(cfg, url)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, keepalive_timeout=75)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.http.host, cfg.http.port, reuse_port=reuse_port, backlog=4096)
+        await site.start()
+        log.info("service.listening", url=f"http://{cfg.http.host}:{cfg.http.port}", pid=os.getpid())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for s in ("SIGTERM", "SIGINT"):
+            loop.add_signal_handler(getattr(__import__("signal"), s), stop.set)
+        await stop.wait()
+        log.info("service.stopping")
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

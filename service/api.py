@@ -1,0 +1,160 @@
+"""JSON endpoints: jobs, tasks, queues, health and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import redis.exceptions
+from aiohttp import web
+
+from service.contract import Job
+from service.errors import BadRequest, Invalid, Unavailable
+from service.producer import SubmitRequest
+from service.state import HUB, PRODUCER, SETTINGS, WATCHERS
+
+_encode = msgspec.json.Encoder().encode
+_submit_decoder = msgspec.json.Decoder(SubmitRequest)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json", headers=headers)
+
+
+def with_urls(request: web.Request, job: Job) -> Job:
+    base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
+    job.events_url = f"{base}/api/jobs/{job.id}/events"
+    return job
+
+
+async def read_json(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="request body must be application/json")
+    body = await request.read()
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as e:
+        msg, _, where = str(e).partition(" - at `")
+        raise Invalid(msg, path=where.rstrip("`") or None) from e
+    except msgspec.DecodeError as e:
+        raise BadRequest(f"malformed JSON: {e}") from e
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /api/jobs"""
+    req = await read_json(request, _submit_decoder)
+    done = await request.app[PRODUCER].submit_request(req)
+    job = with_urls(request, done.job)
+    status = 201 if done.created else 200
+    return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[PRODUCER].get(request.match_info["id"])
+    return json_response(with_urls(request, job))
+
+
+async def job_event_list(request: web.Request) -> web.Response:
+    """GET /api/jobs/{id}/events with Accept: application/json: the stored events as a list."""
+    events = await request.app[PRODUCER].events(request.match_info["id"])
+    return json_response(
+        [{"id": e.id, "event": e.type, "data": msgspec.Raw(e.data)} for e in events]
+    )
+
+
+async def cancel(request: web.Request) -> web.Response:
+    producer = request.app[PRODUCER]
+    outcome = await producer.cancel(request.match_info["id"])
+    job = with_urls(request, await producer.get(request.match_info["id"]))
+    return json_response(job, 200 if outcome == "cancelled" else 202)
+
+
+async def retry(request: web.Request) -> web.Response:
+    job = await request.app[PRODUCER].retry(request.match_info["id"])
+    return json_response(with_urls(request, job))
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError as e:
+        raise Invalid(f"{name} must be an integer", path=name) from e
+    if not lo <= v <= hi:
+        raise Invalid(f"{name} must be between {lo} and {hi}", path=name)
+    return v
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    q = request.query
+    jobs, nxt = await request.app[PRODUCER].list_jobs(
+        state=q.get("state") or None,
+        task=q.get("task") or None,
+        queue=q.get("queue") or None,
+        limit=_int_param(request, "limit", 50, 1, 500),
+        cursor=q.get("cursor") or None,
+    )
+    return json_response({"jobs": [with_urls(request, j) for j in jobs], "next": nxt})
+
+
+async def tasks(request: web.Request) -> web.Response:
+    producer = request.app[PRODUCER]
+    live = await producer.live_workers()
+    out = []
+    for name, spec in sorted(producer.registry.items()):
+        out.append(
+            {
+                "name": name,
+                "doc": (spec.fn.__doc__ or "").strip().split("\n")[0],
+                "schema": spec.schema(),
+                "max_attempts": spec.max_attempts or producer.jobs_config.max_attempts,
+                "timeout_s": spec.timeout_s,
+                "workers": sum(1 for w in live if name in w.get("tasks", [])),
+            }
+        )
+    return json_response({"tasks": out})
+
+
+async def queues(request: web.Request) -> web.Response:
+    stats = await request.app[PRODUCER].queues()
+    return json_response({"queues": list(stats.values())})
+
+
+async def dead(request: web.Request) -> web.Response:
+    jobs = await request.app[PRODUCER].dead(request.match_info["name"])
+    return json_response({"jobs": [with_urls(request, j) for j in jobs]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[PRODUCER].redis.ping()
+    except (redis.exceptions.RedisError, OSError) as e:
+        raise Unavailable("redis unreachable") from e
+    return json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    lines = [
+        "# TYPE tidings_sse_watchers gauge",
+        f"tidings_sse_watchers {len(app[WATCHERS].watchers)}",
+        "# TYPE tidings_sse_cut_total counter",
+        f"tidings_sse_cut_total {app[WATCHERS].cut_slow}",
+        "# TYPE tidings_hub_events_total counter",
+        f"tidings_hub_events_total {app[HUB].events_read}",
+    ]
+    try:
+        stats = await app[PRODUCER].queues()
+    except (redis.exceptions.RedisError, OSError):
+        stats = {}
+    for field in ("queued", "running", "scheduled", "dead", "workers"):
+        lines.append(f"# TYPE tidings_queue_{field} gauge")
+        for s in stats.values():
+            lines.append(f'tidings_queue_{field}{{queue="{s.name}"}} {getattr(s, field)}')
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -1,0 +1,129 @@
+"""The aiohttp application: `create_app(config, redis_url)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from service import api, streams
+from service.config import Config
+from service.contract import Keys
+from service.errors import TidingsError
+from service.hub import Hub
+from service.producer import Producer
+from service.sse import WatcherSet
+from service.state import HUB, PRODUCER, SETTINGS, WATCHERS
+from workers.registry import REGISTRY, load_modules
+
+log = structlog.get_logger("tidings.http")
+_encode = msgspec.json.Encoder().encode
+STATIC = Path(__file__).parent / "static"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(status: int, code: str, message: str, path: str | None = None) -> web.Response:
+    err: dict[str, str] = {"code": code, "message": message}
+    if path:
+        err["path"] = path
+    return web.Response(body=_encode({"error": err}), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON `{"error": {"code", "message"}}`; never a traceback."""
+    try:
+        return await handler(request)
+    except TidingsError as e:
+        resp = error_body(e.status, e.code, e.message, e.path)
+        if e.status == 503:
+            resp.headers["Retry-After"] = "2"
+        return resp
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = e.reason.lower().replace(" ", "_")
+        return error_body(e.status, code, e.text or e.reason)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionRefusedError) as e:
+        log.warning("http.redis_unavailable", error=str(e))
+        resp = error_body(503, "unavailable", "redis is unavailable; retry shortly")
+        resp.headers["Retry-After"] = "2"
+        return resp
+    except Exception:
+        log.exception("http.error", path=request.path)
+        return error_body(500, "internal", "internal error")
+
+
+@web.middleware
+async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    if not resp.prepared:
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept and "text/event-stream" not in accept:
+        return await api.job_event_list(request)
+    return await streams.job_events(request)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = STATIC / "index.html"
+    if not page.exists():
+        return web.Response(text="Tidings is running. See /api/queues.", content_type="text/plain")
+    return web.FileResponse(page)
+
+
+def create_app(cfg: Config, redis_url: str) -> web.Application:
+    load_modules(cfg.workers.tasks)
+    app = web.Application(middlewares=[headers, errors], client_max_size=cfg.http.max_body_bytes)
+    app[SETTINGS] = cfg
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=10, timeout=5, socket_timeout=5, socket_connect_timeout=2
+        )
+        r = aioredis.Redis(connection_pool=pool)
+        keys = Keys(cfg.redis.prefix, cfg.redis.partitions)
+        app[PRODUCER] = Producer(r, keys=keys, jobs=cfg.jobs, registry=dict(REGISTRY), strict=True)
+        app[HUB] = Hub(r, keys, block_ms=2000)
+        app[WATCHERS] = WatcherSet(cfg.sse)
+        app[WATCHERS].start()
+        yield
+        await app[HUB].close()
+        await r.aclose()
+        await pool.disconnect()
+
+    async def end_streams(app: web.Application) -> None:
+        # graceful shutdown: end every stream now so clients reconnect to another process
+        await app[WATCHERS].close()
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(end_streams)
+    r = app.router
+    r.add_post("/api/jobs", api.submit)
+    r.add_get("/api/jobs", api.list_jobs)
+    r.add_get("/api/jobs/{id}", api.get_job)
+    r.add_get("/api/jobs/{id}/events", job_events)
+    r.add_post("/api/jobs/{id}/cancel", api.cancel)
+    r.add_post("/api/jobs/{id}/retry", api.retry)
+    r.add_get("/api/events", streams.firehose)
+    r.add_get("/api/tasks", api.tasks)
+    r.add_get("/api/queues", api.queues)
+    r.add_get("/api/queues/{name}/dead", api.dead)
+    r.add_get("/healthz", api.healthz)
+    r.add_get("/readyz", api.readyz)
+    r.add_get("/metrics", api.metrics)
+    r.add_get("/", index)
+    r.add_get("/jobs/{id}", index)
+    if STATIC.exists():
+        r.add_static("/static/", STATIC)
+    return app

@@ -1,0 +1,45 @@
+"""structlog, set up once per process: JSON lines off a TTY, readable console output on one."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+from service.config import LogConfig
+
+_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Never let a watch token reach a log line."""
+    for k, v in event.items():
+        if isinstance(v, str) and "token=" in v:
+            event[k] = _TOKEN.sub(r"\1[redacted]", v)
+    return event
+
+
+def setup(cfg: LogConfig, *, process: str) -> None:
+    level = getattr(logging, cfg.level.upper())
+    json = cfg.format == "json" or (cfg.format == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(process=process)
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
