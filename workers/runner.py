@@ -121,7 +121,9 @@ class Worker:
                 await asyncio.sleep(0.05)
         for job in list(self.running.values()):
             self._cancel(job, "shutdown")
-        while self.running:
+        # bounded: with Redis away a hand-back cannot land, and the lease takes over instead
+        deadline = time.monotonic() + 10
+        while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.writer.close()
         self._lease_stop.set()
