@@ -24,6 +24,10 @@ from workers.registry import REGISTRY, load_modules
 log = structlog.get_logger("tidings.http")
 _encode = msgspec.json.Encoder().encode
 STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,6 +69,9 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not resp.prepared:
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith("/static/"):
+            # revalidate (cheap 304s) so a new release's modules are never mixed with old ones
+            resp.headers.setdefault("Cache-Control", "no-cache")
     return resp
 
 
@@ -79,7 +86,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     page = STATIC / "index.html"
     if not page.exists():
         return web.Response(text="Tidings is running. See /api/queues.", content_type="text/plain")
-    return web.FileResponse(page)
+    return web.FileResponse(page, headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
 
 
 def create_app(cfg: Config, redis_url: str) -> web.Application:

@@ -26,7 +26,7 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    def __init__(self, r: Any, keys: Keys, *, block_ms: int = 5000, count: int = 1000) -> None:
+    def __init__(self, r: Any, keys: Keys, *, block_ms: int = 2000, count: int = 1000) -> None:
         self._r = r
         self._keys = keys
         self._block_ms = block_ms

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.contract import JOB_ID_RE, QUEUE_RE, TASK_RE, Event, Keys
+from service.contract import JOB_ID_RE, QUEUE_RE, TASK_RE, TERMINAL, Event, Keys
 from service.errors import Invalid, NotFound, Unavailable
 from service.sse import (
     FirehoseWatcher,
@@ -83,14 +83,16 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             await resp.write(frame(eid, b"snapshot", snapshot_data(job)))
             if last is not None:
                 watcher.sent = last.key
-            if job.state in ("succeeded", "failed", "cancelled"):
+            if job.state in TERMINAL:
                 watcher.ended = True
                 watcher.close("terminal")
         for e in replay:
             await resp.write(frame(e.id.encode(), e.type.encode(), e.data))
             watcher.sent = e.key
-            if e.type in ("succeeded", "failed", "cancelled"):
-                watcher.close("terminal")
+        # only the newest event decides: a job retried after a terminal event streams on
+        if replay and replay[-1].type in TERMINAL:
+            watcher.ended = True
+            watcher.close("terminal")
         if not watcher.closed.done():
             await watcher.go_live()
         await serve(request, watchers, watcher, cfg.max_age_s)

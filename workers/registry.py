@@ -30,7 +30,17 @@ class TaskSpec:
         return msgspec.convert(raw, self.payload_type)
 
     def schema(self) -> dict[str, Any]:
-        return msgspec.json.schema(self.payload_type)
+        """JSON Schema of the payload; {} when the type has none (the form falls back to JSON)."""
+        try:
+            return msgspec.json.schema(self.payload_type, schema_hook=_schema_hook)
+        except (TypeError, ValueError):
+            return {}
+
+
+def _schema_hook(t: Any) -> dict[str, Any]:
+    if t is object:
+        return {"description": "any JSON value"}
+    raise NotImplementedError
 
 
 REGISTRY: dict[str, TaskSpec] = {}

@@ -1,0 +1,84 @@
+// Tidings dashboard: a small single-page app. Routes on location.pathname (and ?view=):
+//   /                    jobs list (?state=&task=&queue= filters)
+//   /?view=new&task=T    submit form
+//   /?view=dead&queue=Q  dead letters of a queue
+//   /jobs/{id}           one job
+
+import { mountDead } from "./dead.js";
+import { clear, h, tickAges } from "./dom.js";
+import { mountJob } from "./job.js";
+import { mountJobs } from "./jobs.js";
+import { mountSubmit } from "./submit.js";
+
+const JOB_PATH = /^\/jobs\/([0-9A-Za-z_-]{1,64})\/?$/;
+const main = document.getElementById("main");
+let current = null;
+
+const nav = {
+  go(url) {
+    history.pushState(null, "", url);
+    render(true);
+  },
+  replace(url) {
+    history.replaceState(null, "", url);
+    markNav();
+  },
+};
+
+function route() {
+  const path = location.pathname;
+  const params = new URLSearchParams(location.search);
+  const job = JOB_PATH.exec(path);
+  if (job) return { name: "job", mount: (root) => mountJob(root, decodeURIComponent(job[1])) };
+  if (path === "/" || path === "/index.html") {
+    const view = params.get("view");
+    if (view === "new") return { name: "new", mount: (root) => mountSubmit(root, params, nav) };
+    if (view === "dead") return { name: "dead", mount: (root) => mountDead(root, params, nav) };
+    return { name: "jobs", mount: (root) => mountJobs(root, params, nav) };
+  }
+  return {
+    name: "missing",
+    mount: (root) => {
+      const heading = h("h1", { tabindex: "-1" }, "Page not found");
+      root.append(h("section", { class: "view" }, heading, h("p", null, h("a", { href: "/" }, "Back to the jobs"))));
+      return { title: "Not found", focus: heading, dispose() {} };
+    },
+  };
+}
+
+function markNav() {
+  const r = route().name;
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (a.dataset.nav === r) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+function render(moveFocus) {
+  if (current) current.dispose();
+  current = null;
+  clear(main);
+  const r = route();
+  current = r.mount(main);
+  document.title = `${current.title} · Tidings`;
+  markNav();
+  if (moveFocus && current.focus) current.focus.focus({ preventScroll: true });
+  if (moveFocus) window.scrollTo(0, 0);
+}
+
+// in-app links: same-origin <a href> to one of our routes, without modifier keys
+document.addEventListener("click", (ev) => {
+  if (ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  const a = ev.target instanceof Element ? ev.target.closest("a[href]") : null;
+  if (!a || a.target || a.hasAttribute("download")) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin) return;
+  if (url.pathname === location.pathname && url.search === location.search && url.hash) return; // in-page anchor
+  if (!(url.pathname === "/" || JOB_PATH.test(url.pathname))) return;
+  ev.preventDefault();
+  nav.go(url.pathname + url.search);
+});
+
+window.addEventListener("popstate", () => render(true));
+setInterval(() => tickAges(main), 2000);
+render(false);
