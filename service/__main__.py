@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import ipaddress
 import os
-import socket
 import sys
 
 import structlog
@@ -83,9 +82,13 @@ def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
         app = create_app(cfg, url)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, keepalive_timeout=75)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.http.host, cfg.http.port, reuse_port=reuse_port, backlog=4096)
+        site = web.TCPSite(
+            runner, cfg.http.host, cfg.http.port, reuse_port=reuse_port, backlog=4096
+        )
         await site.start()
-        log.info("service.listening", url=f"http://{cfg.http.host}:{cfg.http.port}", pid=os.getpid())
+        log.info(
+            "service.listening", url=f"http://{cfg.http.host}:{cfg.http.port}", pid=os.getpid()
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in ("SIGTERM", "SIGINT"):

@@ -17,8 +17,12 @@ _encode = msgspec.json.Encoder().encode
 _submit_decoder = msgspec.json.Decoder(SubmitRequest)
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encode(body), status=status, content_type="application/json", headers=headers)
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_encode(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def with_urls(request: web.Request, job: Job) -> Job:

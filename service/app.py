@@ -35,7 +35,9 @@ def error_body(status: int, code: str, message: str, path: str | None = None) ->
     err: dict[str, str] = {"code": code, "message": message}
     if path:
         err["path"] = path
-    return web.Response(body=_encode({"error": err}), status=status, content_type="application/json")
+    return web.Response(
+        body=_encode({"error": err}), status=status, content_type="application/json"
+    )
 
 
 @web.middleware
@@ -53,7 +55,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = e.reason.lower().replace(" ", "_")
         return error_body(e.status, code, e.text or e.reason)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionRefusedError) as e:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        ConnectionRefusedError,
+    ) as e:
         log.warning("http.redis_unavailable", error=str(e))
         resp = error_body(503, "unavailable", "redis is unavailable; retry shortly")
         resp.headers["Retry-After"] = "2"
@@ -86,7 +92,9 @@ async def index(request: web.Request) -> web.StreamResponse:
     page = STATIC / "index.html"
     if not page.exists():
         return web.Response(text="Tidings is running. See /api/queues.", content_type="text/plain")
-    return web.FileResponse(page, headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
+    return web.FileResponse(
+        page, headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    )
 
 
 def create_app(cfg: Config, redis_url: str) -> web.Application:

@@ -22,14 +22,14 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class RedisConfig(_Section):
+class RedisConfig(_Section, frozen=True):
     url: str = "embedded"
     prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "tidings"
     partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     embedded_dir: str = "var"
 
 
-class HttpConfig(_Section):
+class HttpConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -37,7 +37,7 @@ class HttpConfig(_Section):
     public_url: str = ""
 
 
-class JobsConfig(_Section):
+class JobsConfig(_Section, frozen=True):
     lease_s: Positive = 30.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     timeout_s: NonNegative = 0.0
@@ -48,7 +48,7 @@ class JobsConfig(_Section):
     firehose_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100_000
 
 
-class WorkersConfig(_Section):
+class WorkersConfig(_Section, frozen=True):
     tasks: list[str] = msgspec.field(default_factory=lambda: ["workers.demo"])
     processes: Annotated[int, msgspec.Meta(ge=1, le=256)] = 2
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
@@ -58,7 +58,7 @@ class WorkersConfig(_Section):
     poll_s: Positive = 0.5
 
 
-class SseConfig(_Section):
+class SseConfig(_Section, frozen=True):
     heartbeat_s: Positive = 15.0
     max_connections: PositiveInt = 10_000
     write_timeout_s: Positive = 10.0
@@ -67,18 +67,18 @@ class SseConfig(_Section):
     retry_ms: Annotated[int, msgspec.Meta(ge=0)] = 2000
 
 
-class AuthConfig(_Section):
+class AuthConfig(_Section, frozen=True):
     api_keys: list[str] = msgspec.field(default_factory=list)
     signing_key: str = ""
     token_ttl_s: Positive = 86400.0
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     redis: RedisConfig = RedisConfig()
     http: HttpConfig = HttpConfig()
     jobs: JobsConfig = JobsConfig()
@@ -115,12 +115,16 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
             raw.setdefault(section, {})[f.name] = value
 
 
-def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Read the TOML file (path, else $TIDINGS_CONFIG, else ./config.toml if present) and the
     environment overrides. Raises ConfigError naming the bad key."""
     environ = os.environ if environ is None else environ
     if path is None:
-        path = environ.get("TIDINGS_CONFIG") or ("config.toml" if Path("config.toml").exists() else None)
+        path = environ.get("TIDINGS_CONFIG") or (
+            "config.toml" if Path("config.toml").exists() else None
+        )
     raw: dict[str, Any] = {}
     if path is not None:
         try:

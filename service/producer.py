@@ -80,7 +80,7 @@ class Producer:
 
     def __init__(
         self,
-        r: aioredis.Redis,
+        r: Any,
         *,
         keys: Keys | None = None,
         jobs: JobsConfig | None = None,
@@ -88,7 +88,9 @@ class Producer:
         strict: bool = False,
         owns_client: bool = False,
     ) -> None:
-        self.redis = r
+        # an asyncio redis.Redis with decode_responses=False (typed Any: redis-py's return
+        # types are bytes|str unions that do not narrow)
+        self.redis: Any = r
         self.keys = keys or Keys()
         self.jobs_config = jobs or JobsConfig()
         self.limits = limits_from(self.jobs_config)
@@ -154,7 +156,9 @@ class Producer:
             raise Invalid(f"unknown task {req.task!r}", path="$.task")
         if not (math.isfinite(req.delay_s) and 0 <= req.delay_s <= MAX_DELAY_S):
             raise Invalid(f"delay_s must be between 0 and {MAX_DELAY_S:.0f}", path="$.delay_s")
-        max_attempts = req.max_attempts or (spec and spec.max_attempts) or self.jobs_config.max_attempts
+        max_attempts = (
+            req.max_attempts or (spec and spec.max_attempts) or self.jobs_config.max_attempts
+        )
         if not 1 <= max_attempts <= 1000:
             raise Invalid("max_attempts must be between 1 and 1000", path="$.max_attempts")
         timeout = req.timeout_s or (spec and spec.timeout_s) or self.jobs_config.timeout_s or None
@@ -162,7 +166,9 @@ class Producer:
             raise Invalid(f"timeout_s must be in (0, {MAX_TIMEOUT_S:.0f}]", path="$.timeout_s")
         if req.idempotency_key is not None:
             if not IDEM_RE.match(req.idempotency_key):
-                raise Invalid("idempotency_key: 1-200 printable ASCII characters", path="$.idempotency_key")
+                raise Invalid(
+                    "idempotency_key: 1-200 printable ASCII characters", path="$.idempotency_key"
+                )
             job_id = contract.idempotent_job_id(self.keys.prefix, req.idempotency_key)
         else:
             job_id = contract.new_job_id()
@@ -245,7 +251,9 @@ class Producer:
                 for i in range(0, len(rows), BATCH):
                     chunk = rows[i : i + BATCH]
                     flat = [x for row in chunk for x in row]
-                    args = contract.script_args(self.keys, self.limits, k, "submit", len(chunk), *flat)
+                    args = contract.script_args(
+                        self.keys, self.limits, k, "submit", len(chunk), *flat
+                    )
                     pipe.evalsha(contract.SCRIPT_SHA, *args)
                     calls.append(chunk)
             try:
@@ -358,7 +366,7 @@ class Producer:
                 if not h:
                     continue
                 job = contract.job_from_hash(jid, h)
-                if state and job.state != state or task and job.task != task:
+                if (state and job.state != state) or (task and job.task != task):
                     continue
                 if queue and job.queue != queue:
                     continue
@@ -420,7 +428,9 @@ class Producer:
             raise Invalid("invalid queue name", path="queue")
         ids: list[tuple[float, str]] = []
         for k in range(self.keys.partitions):
-            rows = await self.redis.zrevrange(self.keys.dead(k, queue), 0, limit - 1, withscores=True)
+            rows = await self.redis.zrevrange(
+                self.keys.dead(k, queue), 0, limit - 1, withscores=True
+            )
             ids.extend((s, m.decode()) for m, s in rows)
         ids.sort(reverse=True)
         jobs = []
@@ -471,4 +481,3 @@ class _TerminalWaiter:
     def on_reset(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
-

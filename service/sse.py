@@ -68,7 +68,9 @@ class Watcher:
         "transport",
     )
 
-    def __init__(self, resp: web.StreamResponse, transport: asyncio.Transport, hb_slot: int) -> None:
+    def __init__(
+        self, resp: web.StreamResponse, transport: asyncio.Transport, hb_slot: int
+    ) -> None:
         self.resp = resp
         self.transport = transport
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -197,7 +199,11 @@ class WatcherSet:
                         continue
                 else:
                     w.stalled_since = None
-                if w.live and w.hb_slot == self._tick and now - w.last_write >= self.cfg.heartbeat_s * 0.5:
+                if (
+                    w.live
+                    and w.hb_slot == self._tick
+                    and now - w.last_write >= self.cfg.heartbeat_s * 0.5
+                ):
                     w.write_raw(beat)
 
 
@@ -256,7 +262,9 @@ def parse_position(value: str | None, partitions: int) -> list[bytes] | None:
     return [p.encode() for p in parts]
 
 
-async def open_stream(request: web.Request, retry_ms: int) -> tuple[web.StreamResponse, asyncio.Transport]:
+async def open_stream(
+    request: web.Request, retry_ms: int
+) -> tuple[web.StreamResponse, asyncio.Transport]:
     resp = web.StreamResponse(status=200, headers=HEADERS)
     await resp.prepare(request)
     transport = request.transport

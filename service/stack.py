@@ -37,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         Child("service", [sys.executable, "-m", "service", *extra], env=env),
         Child("workers", [sys.executable, "-m", "workers", *extra], env=env),
     ]
-    print(
-        f"\n  Tidings: http://{cfg.http.host}:{cfg.http.port}/   (redis: {url})\n  Ctrl-C stops everything.\n",
-        file=sys.stderr,
-    )
+    where = f"http://{cfg.http.host}:{cfg.http.port}/"
+    print(f"\n  Tidings: {where}   (redis: {url})\n  Ctrl-C stops everything.\n", file=sys.stderr)
     try:
         return Supervisor(children, stop_timeout=cfg.workers.grace_s + 15).run()
     finally:

@@ -11,8 +11,8 @@ from service.contract import JOB_ID_RE, QUEUE_RE, TASK_RE, TERMINAL, Event, Keys
 from service.errors import Invalid, NotFound, Unavailable
 from service.sse import (
     FirehoseWatcher,
-    event_key,
     JobWatcher,
+    event_key,
     frame,
     open_stream,
     parse_position,
@@ -120,7 +120,7 @@ async def firehose(request: web.Request) -> web.StreamResponse:
     app = request.app
     cfg = app[SETTINGS].sse
     keys = app[PRODUCER].keys
-    r = app[PRODUCER].redis
+    r: Any = app[PRODUCER].redis
     hub = app[HUB]
     await hub.ready()
     watchers = app[WATCHERS]
@@ -134,7 +134,9 @@ async def firehose(request: web.Request) -> web.StreamResponse:
     w.position = list(now)
     try:
         if last is not None and given is None:
-            await resp.write(frame(b",".join(now), b"snapshot", b'{"type":"snapshot","reason":"unknown id"}'))
+            await resp.write(
+                frame(b",".join(now), b"snapshot", b'{"type":"snapshot","reason":"unknown id"}')
+            )
         elif given is not None:
             trimmed = False
             for k in range(keys.partitions):
@@ -142,7 +144,9 @@ async def firehose(request: web.Request) -> web.StreamResponse:
                 if first and event_key(given[k]) < event_key(first[0][0]):
                     trimmed = True
             if trimmed:
-                await resp.write(frame(b",".join(now), b"snapshot", b'{"type":"snapshot","reason":"trimmed"}'))
+                await resp.write(
+                    frame(b",".join(now), b"snapshot", b'{"type":"snapshot","reason":"trimmed"}')
+                )
             else:
                 w.position = list(given)
                 await _replay_firehose(w, r, keys, now)

@@ -22,7 +22,9 @@ DEFAULT_KIND = os.environ.get("TIDINGS_TEST_SERVER", KINDS[0])
 
 
 @pytest.fixture(scope="session")
-def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], ServerProcess]]:
+def server_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], ServerProcess]]:
     started: dict[str, ServerProcess] = {}
 
     def get(kind: str) -> ServerProcess:

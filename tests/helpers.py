@@ -24,7 +24,11 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -45,7 +49,10 @@ class SseEvent:
 
 
 async def read_sse(
-    resp: aiohttp.ClientResponse, *, until: Callable[[list[SseEvent]], bool] | None = None, timeout: float = 15.0
+    resp: aiohttp.ClientResponse,
+    *,
+    until: Callable[[list[SseEvent]], bool] | None = None,
+    timeout: float = 15.0,
 ) -> list[SseEvent]:
     """Read events until the stream ends or `until(events)` holds."""
     events: list[SseEvent] = []
@@ -55,7 +62,9 @@ async def read_sse(
             line = raw.decode().rstrip("\n")
             if line == "":
                 if "data" in cur or "event" in cur:
-                    events.append(SseEvent(cur.get("id"), cur.get("event", "message"), cur.get("data", "")))
+                    events.append(
+                        SseEvent(cur.get("id"), cur.get("event", "message"), cur.get("data", ""))
+                    )
                     if until is not None and until(events):
                         return events
                 cur = {}
@@ -113,7 +122,12 @@ class Stack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self.logdir / f"{name}.log", "ab") as log:
             return subprocess.Popen(
-                argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     async def start_service(self, **env: str) -> None:
@@ -134,7 +148,9 @@ class Stack:
 
         await eventually(up, timeout=20, what="service ready")
 
-    async def start_workers(self, processes: int = 1, *args: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+    async def start_workers(
+        self, processes: int = 1, *args: str, wait: bool = True, **env: str
+    ) -> subprocess.Popen[bytes]:
         e = base_env(self.url, self.prefix, **{**self.env, **env})
         argv = [sys.executable, "-m", "workers", "--processes", str(processes), *args]
         p = self._spawn(f"workers-{len(self.workers)}", argv, e)

@@ -32,7 +32,9 @@ def binary(kind: str) -> str:
     return str(get_binary_path())
 
 
-def start(kind: str, datadir: Path, *, persistent: bool = False, fsync: str = "everysec") -> ServerProcess:
+def start(
+    kind: str, datadir: Path, *, persistent: bool = False, fsync: str = "everysec"
+) -> ServerProcess:
     server = ServerProcess(datadir, binary=binary(kind), persistent=persistent, fsync=fsync)
     server.start()
     return server

@@ -22,8 +22,12 @@ async def submit(s: aiohttp.ClientSession, base: str, body: dict[str, object]) -
         return job
 
 
-async def stored_events(s: aiohttp.ClientSession, base: str, job_id: object) -> list[dict[str, object]]:
-    async with s.get(f"{base}/api/jobs/{job_id}/events", headers={"Accept": "application/json"}) as r:
+async def stored_events(
+    s: aiohttp.ClientSession, base: str, job_id: object
+) -> list[dict[str, object]]:
+    async with s.get(
+        f"{base}/api/jobs/{job_id}/events", headers={"Accept": "application/json"}
+    ) as r:
         assert r.status == 200
         events: list[dict[str, object]] = await r.json()
         return events
@@ -33,7 +37,9 @@ def as_tuples(events: list[SseEvent]) -> list[tuple[str | None, str, str]]:
     return [(e.id, e.event, e.data) for e in events]
 
 
-async def test_job_streams_to_completion_then_204(e2e_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_job_streams_to_completion_then_204(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(e2e_url)
     await st.start_service()
     await st.start_workers(1)
@@ -48,7 +54,15 @@ async def test_job_streams_to_completion_then_204(e2e_url: str, stack_factory: C
             assert "Content-Encoding" not in r.headers
             events = await read_sse(r)
         types = [e.event for e in events]
-        assert types == ["queued", "started", "progress", "progress", "progress", "progress", "succeeded"]
+        assert types == [
+            "queued",
+            "started",
+            "progress",
+            "progress",
+            "progress",
+            "progress",
+            "succeeded",
+        ]
         ids = [tuple(map(int, str(e.id).split("-"))) for e in events]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
         assert json.loads(events[-1].data)["result"] == {"n": 4, "attempt": 1}
@@ -57,7 +71,9 @@ async def test_job_streams_to_completion_then_204(e2e_url: str, stack_factory: C
         stored = await stored_events(s, st.http, job["id"])
         assert [(e["id"], e["event"]) for e in stored] == [(e.id, e.event) for e in events]
         # a reconnect after the terminal event gets 204, so EventSource stops
-        async with s.get(str(job["events_url"]), headers={"Last-Event-ID": str(events[-1].id)}) as r:
+        async with s.get(
+            str(job["events_url"]), headers={"Last-Event-ID": str(events[-1].id)}
+        ) as r:
             assert r.status == 204
         async with s.get(f"{st.http}/api/jobs/{job['id']}") as r:
             done = await r.json()
@@ -66,7 +82,9 @@ async def test_job_streams_to_completion_then_204(e2e_url: str, stack_factory: C
         assert done["finished_at"] and done["started_at"]
 
 
-async def test_resume_mid_job_has_no_gap_and_no_duplicate(e2e_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_resume_mid_job_has_no_gap_and_no_duplicate(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(e2e_url)
     await st.start_service()
     await st.start_workers(1)
@@ -89,7 +107,9 @@ async def test_resume_mid_job_has_no_gap_and_no_duplicate(e2e_url: str, stack_fa
         assert as_tuples(third) == got[2:]
 
 
-async def test_bad_last_event_id_gets_snapshot_then_live(e2e_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_bad_last_event_id_gets_snapshot_then_live(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(e2e_url)
     await st.start_service()
     await st.start_workers(1)
@@ -105,7 +125,9 @@ async def test_bad_last_event_id_gets_snapshot_then_live(e2e_url: str, stack_fac
             assert events[-1].event == "succeeded" or snap["state"] == "succeeded"
 
 
-async def test_api_errors_are_json_and_change_nothing(e2e_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_api_errors_are_json_and_change_nothing(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(e2e_url)
     await st.start_service()
     async with aiohttp.ClientSession() as s:
@@ -114,7 +136,14 @@ async def test_api_errors_are_json_and_change_nothing(e2e_url: str, stack_factor
             ({"json": {"task": "t.steps", "payload": {"n": "x"}}}, 422, "$.payload.n"),
             ({"json": {"task": "t.steps", "payload": {}, "bogus": 1}}, 422, None),
             ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, None),
-            ({"data": b"task=t.steps", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415, None),
+            (
+                {
+                    "data": b"task=t.steps",
+                    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                },
+                415,
+                None,
+            ),
             ({"json": {"task": "t.steps", "payload": {}, "delay_s": -1}}, 422, "$.delay_s"),
         ]
         for kw, status, path in cases:
@@ -132,7 +161,9 @@ async def test_api_errors_are_json_and_change_nothing(e2e_url: str, stack_factor
             assert r.status == 404
 
 
-async def test_producer_submit_and_wait_through_real_workers(e2e_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_producer_submit_and_wait_through_real_workers(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(e2e_url)
     await st.start_workers(2)
     p = await st.producer()

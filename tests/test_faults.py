@@ -21,7 +21,11 @@ from tests.conftest import DEFAULT_KIND
 from tests.helpers import Stack, eventually, worker_children
 
 pytestmark = pytest.mark.e2e
-FAST = {"TIDINGS_JOBS_LEASE_S": "2", "TIDINGS_JOBS_BACKOFF_BASE_S": "0.05", "TIDINGS_WORKERS_POLL_S": "0.1"}
+FAST = {
+    "TIDINGS_JOBS_LEASE_S": "2",
+    "TIDINGS_JOBS_BACKOFF_BASE_S": "0.05",
+    "TIDINGS_WORKERS_POLL_S": "0.1",
+}
 
 
 def types(events: list[Event]) -> list[str]:
@@ -83,7 +87,9 @@ async def test_frozen_worker_is_fenced_after_takeover(
     os.kill(zombie, signal.SIGSTOP)
     try:
         b = await st.start_workers(1, wait=False)
-        await eventually(lambda: asyncio.sleep(0, len(marker_lines(marker)) >= 2), timeout=30, what="takeover")
+        await eventually(
+            lambda: asyncio.sleep(0, len(marker_lines(marker)) >= 2), timeout=30, what="takeover"
+        )
         assert int(marker_lines(marker)[1][2]) in worker_children(b)
     finally:
         os.kill(zombie, signal.SIGCONT)
@@ -91,7 +97,11 @@ async def test_frozen_worker_is_fenced_after_takeover(
     assert done.state == "succeeded" and done.result == 2
     # the zombie woke up inside its task (it had 3 s to go): it learns it lost the job and
     # writes nothing
-    await eventually(lambda: asyncio.sleep(0, "job.lost" in st.log("workers-0")), timeout=15, what="zombie fenced")
+    await eventually(
+        lambda: asyncio.sleep(0, "job.lost" in st.log("workers-0")),
+        timeout=15,
+        what="zombie fenced",
+    )
     events = await p.events(job.id)
     one_terminal(events)
     second_start = max(i for i, e in enumerate(events) if e.type == "started")
@@ -224,7 +234,9 @@ async def test_retries_with_backoff_then_dead_letter_and_retry(
     assert doomed.id not in [j.id for j in await p.dead("default")]
 
 
-async def test_delayed_job_waits_then_runs(redis_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_delayed_job_waits_then_runs(
+    redis_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(redis_url, **FAST)
     await st.start_workers(1)
     p = await st.producer()
@@ -238,7 +250,9 @@ async def test_delayed_job_waits_then_runs(redis_url: str, stack_factory: Callab
     assert ev[1].key[0] - ev[0].key[0] >= 1000  # promoted no earlier than due (Redis clock)
 
 
-async def test_loop_hogging_task_keeps_its_lease(redis_url: str, stack_factory: Callable[..., Stack]) -> None:
+async def test_loop_hogging_task_keeps_its_lease(
+    redis_url: str, stack_factory: Callable[..., Stack]
+) -> None:
     st = stack_factory(redis_url, **FAST)
     await st.start_workers(2)
     p = await st.producer()

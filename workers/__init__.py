@@ -1,9 +1,9 @@
 """Tidings workers: `@task` to register a function, `Context` to report progress.
 
-    from workers import task, Context
+from workers import task, Context
 
-    @task("demo.count", max_attempts=3, timeout_s=60)
-    async def count(ctx: Context, payload: CountArgs) -> CountResult: ...
+@task("demo.count", max_attempts=3, timeout_s=60)
+async def count(ctx: Context, payload: CountArgs) -> CountResult: ...
 """
 
 from workers.context import Context

@@ -1,7 +1,7 @@
 """`python -m workers`: a supervisor with N worker processes.
 
-    python -m workers [--config PATH] [--tasks MOD ...] [--processes N] [--concurrency M]
-                      [--queues q1,q2]
+python -m workers [--config PATH] [--tasks MOD ...] [--processes N] [--concurrency M]
+                  [--queues q1,q2]
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="config file (default: $TIDINGS_CONFIG or ./config.toml)")
     p.add_argument("--tasks", nargs="+", help="modules that define tasks (default: workers.tasks)")
     p.add_argument("--processes", type=int, help="worker processes (default: workers.processes)")
-    p.add_argument("--concurrency", type=int, help="jobs at once per process (default: workers.concurrency)")
+    p.add_argument(
+        "--concurrency", type=int, help="jobs at once per process (default: workers.concurrency)"
+    )
     p.add_argument("--queues", help="comma-separated queues (default: workers.queues)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.setup(cfg.log, process="worker" if args.child else "workers")
     tasks = args.tasks or cfg.workers.tasks
-    queues = [q.strip() for q in args.queues.split(",")] if args.queues else list(cfg.workers.queues)
+    queues = (
+        [q.strip() for q in args.queues.split(",")] if args.queues else list(cfg.workers.queues)
+    )
     if args.child:
         return run_child(cfg, tasks, queues, args.concurrency or cfg.workers.concurrency)
     url = cfg.redis.url
@@ -53,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
             owned = embedded.start_owned(cfg)
             url = owned.url
     n = args.processes or cfg.workers.processes
-    argv_child = [sys.executable, "-m", "workers", "--child", "--tasks", *tasks, "--queues", ",".join(queues)]
+    argv_child = [
+        sys.executable,
+        "-m",
+        "workers",
+        "--child",
+        "--tasks",
+        *tasks,
+        "--queues",
+        ",".join(queues),
+    ]
     if args.concurrency:
         argv_child += ["--concurrency", str(args.concurrency)]
     env = child_env(TIDINGS_REDIS_URL=url)

@@ -68,7 +68,7 @@ class Worker:
         self.lease_ms = int(cfg.jobs.lease_s * 1000)
         self.running: dict[str, Running] = {}
         self.log = log.bind(worker=self.name)
-        self.r: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+        self.r: Any = aioredis.Redis.from_url(url, decode_responses=False)
         self._streams = {
             self.keys.queue(k, q).encode(): (k, q)
             for k in range(self.keys.partitions)
@@ -98,7 +98,12 @@ class Worker:
         self.writer.start()
         self._lease_thread = threading.Thread(target=self._lease_main, name="lease", daemon=True)
         self._lease_thread.start()
-        self.log.info("worker.started", queues=self.queues, concurrency=self.concurrency, tasks=sorted(self.registry))
+        self.log.info(
+            "worker.started",
+            queues=self.queues,
+            concurrency=self.concurrency,
+            tasks=sorted(self.registry),
+        )
         loops = [
             asyncio.create_task(self._fetch_loop(), name="fetch"),
             asyncio.create_task(self._reclaim_loop(), name="reclaim"),
@@ -199,7 +204,9 @@ class Worker:
                     ]
                 )
 
-    async def _start(self, entries: list[tuple[tuple[int, str], str, dict[bytes, bytes] | None]]) -> None:
+    async def _start(
+        self, entries: list[tuple[tuple[int, str], str, dict[bytes, bytes] | None]]
+    ) -> None:
         """Run the start transition for fetched or reclaimed entries, then launch the jobs."""
         by_part: dict[int, list[Any]] = {}
         queue_of: dict[str, str] = {}
@@ -214,7 +221,9 @@ class Worker:
             queue_of[job_id] = q
             by_part.setdefault(k, []).extend([job_id, q, eid])
         for k, flat in by_part.items():
-            args = contract.script_args(self.keys, self.limits, k, "start", self.name, len(flat) // 3, *flat)
+            args = contract.script_args(
+                self.keys, self.limits, k, "start", self.name, len(flat) // 3, *flat
+            )
             delay = 0.05
             while True:
                 try:
@@ -276,7 +285,10 @@ class Worker:
                 if not timer.expired():
                     raise
                 ctx._set_cancelled()
-                outcome, fragment = "error", error_fragment("Timeout", f"timeout: attempt exceeded {timeout:g}s")
+                outcome, fragment = (
+                    "error",
+                    error_fragment("Timeout", f"timeout: attempt exceeded {timeout:g}s"),
+                )
                 return
             try:
                 outcome, fragment = "succeeded", _encode(result)
@@ -305,7 +317,9 @@ class Worker:
                 backoff = 0
                 if outcome == "error":
                     base, cap = self.cfg.jobs.backoff_base_s, self.cfg.jobs.backoff_cap_s
-                    backoff = int(min(cap, base * 2 ** (job.attempt - 1)) * random.uniform(0.5, 1.0) * 1000)
+                    backoff = int(
+                        min(cap, base * 2 ** (job.attempt - 1)) * random.uniform(0.5, 1.0) * 1000
+                    )
                 # shielded: a shutdown must not lose the finish of a job that already ran
                 await asyncio.shield(self.writer.finish(job, outcome, fragment, backoff))
                 self.done += 1
@@ -337,7 +351,14 @@ class Worker:
             else:
                 loop.call_soon_threadsafe(writer.log, job, str(message))
 
-        ctx = Context(job_id=job.id, task=job.task, queue=job.queue, attempt=job.attempt, progress=report, log=log_line)
+        ctx = Context(
+            job_id=job.id,
+            task=job.task,
+            queue=job.queue,
+            attempt=job.attempt,
+            progress=report,
+            log=log_line,
+        )
         job.on_cancel.append(ctx._set_cancelled)
         return ctx
 
@@ -370,7 +391,9 @@ class Worker:
         """Renew the leases of running jobs every `interval`, on a connection of its own; also
         learn of cancellation requests and lost jobs, and keep the worker registry fresh."""
         interval = min(1.0, self.cfg.jobs.lease_s / 3)
-        r = redis.Redis.from_url(self.url, decode_responses=False, socket_timeout=max(interval, 1.0) * 2)
+        r = redis.Redis.from_url(
+            self.url, decode_responses=False, socket_timeout=max(interval, 1.0) * 2
+        )
         info = _encode(
             {
                 "name": self.name,
@@ -401,7 +424,7 @@ class Worker:
                 r.delete(self.keys.worker(self.name))
             r.close()
 
-    def _renew(self, r: redis.Redis) -> None:
+    def _renew(self, r: Any) -> None:
         jobs = [j for j in list(self.running.values()) if not j.lost]
         by_part: dict[int, list[Running]] = {}
         for j in jobs:
@@ -410,7 +433,12 @@ class Worker:
         assert loop is not None
         for k, group in by_part.items():
             flat = [x for j in group for x in (j.id, j.run)]
-            res = contract.call_sync(r, contract.script_args(self.keys, self.limits, k, "renew", self.name, len(group), *flat))
+            res = contract.call_sync(
+                r,
+                contract.script_args(
+                    self.keys, self.limits, k, "renew", self.name, len(group), *flat
+                ),
+            )
             for j, verdict in zip(group, res, strict=True):
                 v = verdict.decode()
                 if v != "ok":
@@ -428,11 +456,15 @@ class Worker:
                     free = self.free_slots()
                     if free <= 0:
                         break
-                    res = await self.r.xautoclaim(stream, GROUP, self.name, self.lease_ms, "0-0", count=free)
+                    res = await self.r.xautoclaim(
+                        stream, GROUP, self.name, self.lease_ms, "0-0", count=free
+                    )
                     entries = res[1] if len(res) > 1 else []
                     if entries:
                         self.log.info("worker.reclaimed", queue=q, count=len(entries))
-                        await self._start([((k, q), eid.decode(), fields) for eid, fields in entries])
+                        await self._start(
+                            [((k, q), eid.decode(), fields) for eid, fields in entries]
+                        )
                 if time.monotonic() - last_cleanup > self.cfg.jobs.lease_s:
                     last_cleanup = time.monotonic()
                     await self._cleanup_consumers()
@@ -470,7 +502,9 @@ class Worker:
                     if int(moved) >= 500:
                         wait = 0
                     if time.monotonic() > sweep_at:
-                        await contract.call(self.r, contract.script_args(self.keys, self.limits, k, "sweep"))
+                        await contract.call(
+                            self.r, contract.script_args(self.keys, self.limits, k, "sweep")
+                        )
                 if time.monotonic() > sweep_at:
                     sweep_at = time.monotonic() + 60
             except _REDIS_DOWN as e:

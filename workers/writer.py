@@ -9,6 +9,7 @@ are retried until they land; nothing a task reported is dropped, except what fen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,10 +96,8 @@ class Writer:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     # -- called by jobs (progress may come from a worker thread through call_soon_threadsafe) --
 
@@ -118,7 +117,9 @@ class Writer:
         self._ops.append((job, ["l", job.id, job.run, b',"message":' + _encode(message)], None))
         self._wake.set()
 
-    def finish(self, job: Running, outcome: str, fragment: bytes, backoff_ms: int = 0) -> asyncio.Future[str]:
+    def finish(
+        self, job: Running, outcome: str, fragment: bytes, backoff_ms: int = 0
+    ) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._ops.append((job, ["f", job.id, job.run, outcome, fragment, backoff_ms], fut))
         self._wake.set()
@@ -179,12 +180,18 @@ class Writer:
                     await self._write(batch)
                     self._busy = False
                     break
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
+                except (
+                    redis.exceptions.ConnectionError,
+                    redis.exceptions.TimeoutError,
+                    OSError,
+                ) as e:
                     log.warning("writer.redis_unavailable", error=str(e), retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
-    async def _write(self, batch: list[tuple[Running, list[Any], asyncio.Future[str] | None]]) -> None:
+    async def _write(
+        self, batch: list[tuple[Running, list[Any], asyncio.Future[str] | None]]
+    ) -> None:
         by_part: dict[int, list[tuple[Running, list[Any], asyncio.Future[str] | None]]] = {}
         for item in batch:
             by_part.setdefault(item[0].partition, []).append(item)
@@ -193,7 +200,7 @@ class Writer:
             args = contract.script_args(self._keys, self._limits, k, "apply", len(items), *flat)
             res = await contract.call(self._r, args)
             self.written += len(items)
-            for (job, op, fut), verdict in zip(items, res, strict=True):
+            for (job, _op, fut), verdict in zip(items, res, strict=True):
                 v = verdict.decode()
                 if v == "fenced" and not job.lost:
                     job.lost = True
