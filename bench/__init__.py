@@ -1,0 +1,1 @@
+"""Benchmarks of Tidings (see bench/README.md). Nothing here is imported by service/ or workers/."""
