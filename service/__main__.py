@@ -80,7 +80,9 @@ def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
 
     async def go() -> None:
         app = create_app(cfg, url)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, keepalive_timeout=75)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=5, keepalive_timeout=cfg.http.keepalive_s
+        )
         await runner.setup()
         site = web.TCPSite(
             runner, cfg.http.host, cfg.http.port, reuse_port=reuse_port, backlog=4096

@@ -8,10 +8,11 @@ import msgspec
 import redis.exceptions
 from aiohttp import web
 
+from service.auth import SESSION_COOKIE, SESSION_TTL_S
 from service.contract import Job
-from service.errors import BadRequest, Invalid, Unavailable
+from service.errors import BadRequest, Forbidden, Invalid, TooMany, Unavailable
 from service.producer import SubmitRequest
-from service.state import HUB, PRODUCER, SETTINGS, WATCHERS
+from service.state import AUTH, HUB, PRINCIPAL, PRODUCER, SETTINGS, WATCHERS
 
 _encode = msgspec.json.Encoder().encode
 _submit_decoder = msgspec.json.Decoder(SubmitRequest)
@@ -26,8 +27,11 @@ def json_response(
 
 
 def with_urls(request: web.Request, job: Job) -> Job:
+    """Attach the job's watch links, each with a read-only token scoped to this job."""
     base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
-    job.events_url = f"{base}/api/jobs/{job.id}/events"
+    token = request.app[AUTH].watch_token(job.id)
+    job.events_url = f"{base}/api/jobs/{job.id}/events?token={token}"
+    job.status_url = f"{base}/api/jobs/{job.id}?token={token}"
     return job
 
 
@@ -42,12 +46,22 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[Any]) ->
         raise Invalid(msg, path=where.rstrip("`") or None) from e
     except msgspec.DecodeError as e:
         raise BadRequest(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        raise BadRequest("malformed JSON: nested too deeply") from e
 
 
 async def submit(request: web.Request) -> web.Response:
     """POST /api/jobs"""
     req = await read_json(request, _submit_decoder)
-    done = await request.app[PRODUCER].submit_request(req)
+    app = request.app
+    producer = app[PRODUCER]
+    rate = app[SETTINGS].auth.submit_rate
+    if rate > 0 and not await producer.take_rate(str(request.get(PRINCIPAL, "")), rate):
+        raise TooMany("submit rate limit reached")
+    cap = app[SETTINGS].jobs.max_queued
+    if cap > 0 and await producer.unfinished(req.queue) >= cap:
+        raise TooMany(f"queue {req.queue!r} holds {cap} unfinished jobs")
+    done = await producer.submit_request(req)
     job = with_urls(request, done.job)
     status = 201 if done.created else 200
     return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
@@ -129,6 +143,48 @@ async def queues(request: web.Request) -> web.Response:
 async def dead(request: web.Request) -> web.Response:
     jobs = await request.app[PRODUCER].dead(request.match_info["name"])
     return json_response({"jobs": [with_urls(request, j) for j in jobs]})
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    key: str
+
+
+_login_decoder = msgspec.json.Decoder(Login)
+
+
+async def session_info(request: web.Request) -> web.Response:
+    """GET /api/session: whether keys are required and whether this browser has a session."""
+    auth = request.app[AUTH]
+    cookie = request.cookies.get(SESSION_COOKIE)
+    signed_in = not auth.enabled or (cookie is not None and auth.check_session(cookie) is not None)
+    return json_response({"auth": auth.enabled, "signed_in": signed_in})
+
+
+async def session_login(request: web.Request) -> web.Response:
+    """POST /api/session {"key"}: exchange an API key for an HttpOnly session cookie, so the
+    dashboard never keeps a key in script-readable storage or in a URL."""
+    auth = request.app[AUTH]
+    body = await read_json(request, _login_decoder)
+    fp = auth.check_key(body.key) if auth.enabled else "open"
+    if fp is None:
+        raise Forbidden("invalid API key")
+    resp = json_response({"auth": auth.enabled, "signed_in": True})
+    resp.set_cookie(
+        SESSION_COOKIE,
+        auth.session(fp),
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    return resp
+
+
+async def session_logout(request: web.Request) -> web.Response:
+    resp = json_response({"signed_in": False})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -11,14 +12,15 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from service import api, streams
+from service import api, contract, streams
+from service.auth import SESSION_COOKIE, Auth, load_signing_key
 from service.config import Config
 from service.contract import Keys
-from service.errors import TidingsError
+from service.errors import Forbidden, TidingsError, Unauthorized
 from service.hub import Hub
 from service.producer import Producer
 from service.sse import WatcherSet
-from service.state import HUB, PRODUCER, SETTINGS, WATCHERS
+from service.state import AUTH, HUB, PRINCIPAL, PRODUCER, SETTINGS, WATCHERS
 from workers.registry import REGISTRY, load_modules
 
 log = structlog.get_logger("tidings.http")
@@ -47,8 +49,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except TidingsError as e:
         resp = error_body(e.status, e.code, e.message, e.path)
-        if e.status == 503:
-            resp.headers["Retry-After"] = "2"
+        if e.status in (503, 429):
+            resp.headers["Retry-After"] = "2" if e.status == 503 else "1"
+        if e.status == 401:
+            resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
     except web.HTTPException as e:
         if e.status < 400:
@@ -67,6 +71,78 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("http.error", path=request.path)
         return error_body(500, "internal", "internal error")
+
+
+WATCH_PATH = re.compile(r"^/api/jobs/([0-9a-z]{26})(/events)?$")
+PUBLIC_API = {"/api/session"}
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api call needs a key (Bearer or the dashboard's session cookie), or a watch token
+    for that one job's status and events. With no keys configured, everything is open (and the
+    service only binds loopback)."""
+    auth = request.app[AUTH]
+    if not auth.enabled or not request.path.startswith("/api/") or request.path in PUBLIC_API:
+        request[PRINCIPAL] = request.remote or "local"
+        return await handler(request)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise Unauthorized("use Authorization: Bearer <key>")
+        fp = auth.check_key(credential.strip())
+        if fp is None:
+            raise Forbidden("invalid API key")
+        request[PRINCIPAL] = fp
+        return await handler(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        fp = auth.check_session(cookie)
+        if fp is not None:
+            request[PRINCIPAL] = fp
+            return await handler(request)
+    token = request.query.get("token")
+    if token is not None:
+        m = WATCH_PATH.match(request.path)
+        if m is None or request.method != "GET":
+            raise Forbidden("a watch token opens only its job's status and events")
+        verdict = auth.check_watch_token(token, m.group(1))
+        if verdict == "expired":
+            raise Unauthorized("watch token expired")
+        if verdict != "ok":
+            raise Forbidden("invalid watch token")
+        request[PRINCIPAL] = "watch:" + m.group(1)
+        return await handler(request)
+    raise Unauthorized("missing credentials: Authorization: Bearer <key>")
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Off unless http.cors_origins lists origins; then only those, never '*'."""
+    allowed = request.app[SETTINGS].http.cors_origins
+    origin = request.headers.get("Origin")
+    ok = origin is not None and origin in allowed
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if not ok:
+            return error_body(403, "forbidden", "origin not allowed")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin or "",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    resp = await handler(request)
+    if ok and not resp.prepared:
+        resp.headers["Access-Control-Allow-Origin"] = origin or ""
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+        resp.headers["Vary"] = "Origin"
+    return resp
 
 
 @web.middleware
@@ -99,14 +175,18 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 def create_app(cfg: Config, redis_url: str) -> web.Application:
     load_modules(cfg.workers.tasks)
-    app = web.Application(middlewares=[headers, errors], client_max_size=cfg.http.max_body_bytes)
+    app = web.Application(
+        middlewares=[headers, errors, cors, authenticate], client_max_size=cfg.http.max_body_bytes
+    )
     app[SETTINGS] = cfg
+    app[AUTH] = Auth(cfg.auth.api_keys, load_signing_key(cfg), cfg.auth.token_ttl_s)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        opts = contract.client_options()
         pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=10, timeout=5, socket_timeout=5, socket_connect_timeout=2
+            redis_url, max_connections=10, timeout=5, socket_timeout=5, **opts
         )
-        r = aioredis.Redis(connection_pool=pool)
+        r = aioredis.Redis(connection_pool=pool, retry=opts["retry"])
         keys = Keys(cfg.redis.prefix, cfg.redis.partitions)
         app[PRODUCER] = Producer(r, keys=keys, jobs=cfg.jobs, registry=dict(REGISTRY), strict=True)
         app[HUB] = Hub(r, keys, block_ms=2000)
@@ -134,6 +214,9 @@ def create_app(cfg: Config, redis_url: str) -> web.Application:
     r.add_get("/api/tasks", api.tasks)
     r.add_get("/api/queues", api.queues)
     r.add_get("/api/queues/{name}/dead", api.dead)
+    r.add_get("/api/session", api.session_info)
+    r.add_post("/api/session", api.session_login)
+    r.add_delete("/api/session", api.session_logout)
     r.add_get("/healthz", api.healthz)
     r.add_get("/readyz", api.readyz)
     r.add_get("/metrics", api.metrics)

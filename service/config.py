@@ -35,6 +35,8 @@ class HttpConfig(_Section, frozen=True):
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     max_body_bytes: PositiveInt = 1 << 20
     public_url: str = ""
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    keepalive_s: Positive = 15.0
 
 
 class JobsConfig(_Section, frozen=True):
@@ -45,6 +47,7 @@ class JobsConfig(_Section, frozen=True):
     backoff_base_s: NonNegative = 1.0
     backoff_cap_s: NonNegative = 300.0
     max_events: Annotated[int, msgspec.Meta(ge=10)] = 1000
+    max_queued: Annotated[int, msgspec.Meta(ge=0)] = 0
     firehose_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100_000
 
 
@@ -61,6 +64,7 @@ class WorkersConfig(_Section, frozen=True):
 class SseConfig(_Section, frozen=True):
     heartbeat_s: Positive = 15.0
     max_connections: PositiveInt = 10_000
+    max_per_client: Annotated[int, msgspec.Meta(ge=0)] = 0
     write_timeout_s: Positive = 10.0
     max_buffer_bytes: PositiveInt = 256 * 1024
     max_age_s: NonNegative = 0.0
@@ -71,6 +75,7 @@ class AuthConfig(_Section, frozen=True):
     api_keys: list[str] = msgspec.field(default_factory=list)
     signing_key: str = ""
     token_ttl_s: Positive = 86400.0
+    submit_rate: NonNegative = 0.0
 
 
 class LogConfig(_Section, frozen=True):

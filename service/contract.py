@@ -93,6 +93,7 @@ class Job(msgspec.Struct, kw_only=True):
     finished_at: str | None = None
     timeout_s: float | None = None
     events_url: str | None = None
+    status_url: str | None = None
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -200,8 +201,8 @@ class Keys:
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 
-    def signing_key(self) -> str:
-        return f"{self.prefix}:signing-key"
+    def rate(self, principal: str, second: int) -> str:
+        return f"{self.prefix}:rate:{principal}:{second}"
 
 
 SCRIPT = resources.files("service").joinpath("tidings.lua").read_text()
@@ -255,3 +256,18 @@ def call_sync(r: Any, args: list[Any]) -> Any:
             raise
         r.script_load(SCRIPT)
         return r.evalsha(SCRIPT_SHA, *args)
+
+
+def client_options() -> dict[str, Any]:
+    """Connection options for every client: reconnect and retry briefly after a broken
+    connection (a Redis restart), and never hang on a dead peer."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    return {
+        "decode_responses": False,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+        "retry_on_error": [redis.exceptions.ConnectionError],
+        "socket_connect_timeout": 2,
+        "socket_keepalive": True,
+    }

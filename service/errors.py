@@ -36,3 +36,18 @@ class Conflict(TidingsError):
 class Unavailable(TidingsError):
     status = 503
     code = "unavailable"
+
+
+class Unauthorized(TidingsError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(TidingsError):
+    status = 403
+    code = "forbidden"
+
+
+class TooMany(TidingsError):
+    status = 429
+    code = "too_many_requests"

@@ -84,8 +84,9 @@ class Hub:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # bounded: a read cut off mid-reply must not hold up shutdown
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 2.0)
             self._task = None
 
     async def _run(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -112,7 +113,7 @@ class Producer:
         if config is not None:
             prefix, partitions = config.redis.prefix, config.redis.partitions
             kw.setdefault("jobs", config.jobs)
-        r = aioredis.Redis.from_url(url, decode_responses=False)
+        r = aioredis.Redis.from_url(url, **contract.client_options())
         return cls(r, keys=Keys(prefix, partitions), owns_client=True, **kw)
 
     async def __aenter__(self) -> Self:
@@ -146,6 +147,7 @@ class Producer:
             raise Invalid("invalid queue name", path="$.queue")
         spec = self.registry.get(req.task)
         payload = req.payload
+        _check_ints(payload, "$.payload")
         if spec is not None:
             try:
                 payload = spec.decode_payload(payload)
@@ -156,12 +158,14 @@ class Producer:
             raise Invalid(f"unknown task {req.task!r}", path="$.task")
         if not (math.isfinite(req.delay_s) and 0 <= req.delay_s <= MAX_DELAY_S):
             raise Invalid(f"delay_s must be between 0 and {MAX_DELAY_S:.0f}", path="$.delay_s")
-        max_attempts = (
-            req.max_attempts or (spec and spec.max_attempts) or self.jobs_config.max_attempts
-        )
+        max_attempts = req.max_attempts
+        if max_attempts is None:
+            max_attempts = (spec and spec.max_attempts) or self.jobs_config.max_attempts
         if not 1 <= max_attempts <= 1000:
             raise Invalid("max_attempts must be between 1 and 1000", path="$.max_attempts")
-        timeout = req.timeout_s or (spec and spec.timeout_s) or self.jobs_config.timeout_s or None
+        timeout = req.timeout_s
+        if timeout is None:
+            timeout = (spec and spec.timeout_s) or self.jobs_config.timeout_s or None
         if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
             raise Invalid(f"timeout_s must be in (0, {MAX_TIMEOUT_S:.0f}]", path="$.timeout_s")
         if req.idempotency_key is not None:
@@ -414,6 +418,24 @@ class Producer:
             s.dead += dead if isinstance(dead, int) else 0
         return stats
 
+    async def take_rate(self, principal: str, per_second: float) -> bool:
+        """Count one submit against `principal`'s per-second budget (shared by all processes)."""
+        key = self.keys.rate(principal, int(time.time()))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2)
+            count, _ = await pipe.execute()
+        return int(count) <= per_second
+
+    async def unfinished(self, queue: str) -> int:
+        """Entries in the queue's streams: queued and running jobs (scheduled ones excluded)."""
+        if not QUEUE_RE.match(queue):
+            return 0
+        total = 0
+        for k in range(self.keys.partitions):
+            total += int(await self.redis.xlen(self.keys.queue(k, queue)))
+        return total
+
     async def live_workers(self) -> list[dict[str, Any]]:
         """Workers whose heartbeat is fresh, with the queues and tasks they serve."""
         names = await self.redis.zrangebyscore(self.keys.workers(), "-inf", "+inf")
@@ -468,6 +490,22 @@ class Producer:
         if status == "conflict":
             raise Conflict(f"only failed or cancelled jobs can be retried (job is {state})")
         return await self.get(job_id)
+
+
+def _check_ints(value: Any, path: str) -> None:
+    """Refuse integers beyond 64 bits: most JSON readers elsewhere cannot hold them."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(1 << 63) <= value < 1 << 64:
+                raise Invalid("integer out of range", path=path)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _check_ints(v, f"{path}.{k}")
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                _check_ints(v, f"{path}[{i}]")
+    except RecursionError as e:
+        raise Invalid("payload nested too deeply", path=path) from e
 
 
 class _TerminalWaiter:

@@ -26,6 +26,8 @@ from service.hub import Hub
 log = structlog.get_logger("tidings.sse")
 _encode = msgspec.json.Encoder().encode
 _TERMINAL_B = frozenset(t.encode() for t in TERMINAL)
+# who is asking: an API key's fingerprint, "watch:<job>", or the client address without keys
+PRINCIPAL = web.RequestKey("principal", str)
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 
 HEADERS = {
@@ -157,6 +159,7 @@ class WatcherSet:
         self.cfg = cfg
         WatcherSet.max_buffer = cfg.max_buffer_bytes
         self.watchers: set[Watcher] = set()
+        self.clients: dict[str, int] = {}
         self.slots = max(1, int(cfg.heartbeat_s))
         self._tick = 0
         self._task: asyncio.Task[None] | None = None
@@ -173,8 +176,11 @@ class WatcherSet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def full(self) -> bool:
-        return len(self.watchers) >= self.cfg.max_connections
+    def full(self, client: str) -> bool:
+        if len(self.watchers) >= self.cfg.max_connections:
+            return True
+        cap = self.cfg.max_per_client
+        return cap > 0 and self.clients.get(client, 0) >= cap
 
     async def _sweep(self) -> None:
         """Once a second: heartbeat one slot of watchers, cut stalled ones, notice gone ones."""
@@ -286,7 +292,9 @@ async def serve(
     max_age_s: float,
 ) -> None:
     """Hold the stream open until the watcher closes, the max age passes or the client goes."""
+    client = str(request.get(PRINCIPAL, ""))
     watchers.watchers.add(watcher)
+    watchers.clients[client] = watchers.clients.get(client, 0) + 1
     try:
         timeout = None
         if max_age_s > 0:
@@ -302,11 +310,17 @@ async def serve(
                 await watcher.resp.write_eof()
     finally:
         watchers.watchers.discard(watcher)
+        left = watchers.clients.get(client, 1) - 1
+        if left > 0:
+            watchers.clients[client] = left
+        else:
+            watchers.clients.pop(client, None)
 
 
 def snapshot_data(job: Any) -> bytes:
     body = msgspec.structs.asdict(job)
     body.pop("events_url", None)
+    body.pop("status_url", None)
     body = {"job": body.pop("id"), "type": "snapshot", **body}
     return _encode(body)
 

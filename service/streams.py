@@ -20,7 +20,7 @@ from service.sse import (
     serve,
     snapshot_data,
 )
-from service.state import HUB, PRODUCER, SETTINGS, WATCHERS
+from service.state import HUB, PRINCIPAL, PRODUCER, SETTINGS, WATCHERS
 
 
 def _last_event_id(request: web.Request) -> str | None:
@@ -36,7 +36,7 @@ def _hb_slot(request: web.Request, slots: int) -> int:
 
 
 def _check_capacity(request: web.Request) -> None:
-    if request.app[WATCHERS].full():
+    if request.app[WATCHERS].full(str(request.get(PRINCIPAL, ""))):
         raise Unavailable("too many event streams on this process; retry shortly")
 
 

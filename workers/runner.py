@@ -68,7 +68,7 @@ class Worker:
         self.lease_ms = int(cfg.jobs.lease_s * 1000)
         self.running: dict[str, Running] = {}
         self.log = log.bind(worker=self.name)
-        self.r: Any = aioredis.Redis.from_url(url, decode_responses=False)
+        self.r: Any = aioredis.Redis.from_url(url, **contract.client_options())
         self._streams = {
             self.keys.queue(k, q).encode(): (k, q)
             for k in range(self.keys.partitions)
