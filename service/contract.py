@@ -158,6 +158,43 @@ def job_from_hash(job_id: str, h: dict[bytes, bytes]) -> Job:
     )
 
 
+class _EventData(msgspec.Struct):
+    type: str
+    state: str
+    attempt: int
+    ts: str
+    current: float | None = None
+    total: float | None = None
+    message: str | None = None
+    result: msgspec.Raw = msgspec.Raw(b"")
+    error: msgspec.Raw = msgspec.Raw(b"")
+
+
+_event_decode = msgspec.json.Decoder(_EventData).decode
+
+
+def apply_event(job: Job, data: bytes) -> None:
+    """Bring a Job snapshot up to date with one of its events (as the scripts change the hash)."""
+    e = _event_decode(data)
+    job.state = e.state
+    job.attempt = e.attempt
+    if e.type == "started":
+        job.started_at = e.ts
+    elif e.type == "progress":
+        job.progress = Progress(current=e.current, total=e.total, message=e.message)
+    elif e.type == "succeeded":
+        job.result = _json_decode(e.result) if len(e.result) else None
+        job.finished_at = e.ts
+    elif e.type in ("failed", "retrying"):
+        job.error = _json_decode(e.error) if len(e.error) else None
+        if e.type == "failed":
+            job.finished_at = e.ts
+    elif e.type == "cancelled":
+        job.finished_at = e.ts
+    elif e.type == "queued" and e.attempt == 0:
+        job.result = job.error = job.finished_at = None
+
+
 @dataclass(frozen=True)
 class Keys:
     """Every key name, built through one place. `prefix` lets tests share one server."""

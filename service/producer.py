@@ -34,7 +34,7 @@ from workers.registry import REGISTRY, TaskSpec
 _encode = msgspec.json.Encoder().encode
 MAX_DELAY_S = 366 * 86400.0
 MAX_TIMEOUT_S = 7 * 86400.0
-BATCH = 500  # jobs per script call in submit_many: keeps each call short for the server
+BATCH = 100  # jobs per script call in submit_many: short calls, packed while the last one runs
 
 
 class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -249,33 +249,30 @@ class Producer:
         by_part: dict[int, list[list[Any]]] = {}
         for k, fields in prepared:
             by_part.setdefault(k, []).append(fields)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            calls: list[list[list[Any]]] = []
-            for k, rows in by_part.items():
-                for i in range(0, len(rows), BATCH):
-                    chunk = rows[i : i + BATCH]
-                    flat = [x for row in chunk for x in row]
-                    args = contract.script_args(
-                        self.keys, self.limits, k, "submit", len(chunk), *flat
-                    )
-                    pipe.evalsha(contract.SCRIPT_SHA, *args)
-                    calls.append(chunk)
-            try:
-                results = await pipe.execute()
-            except Exception as e:
-                if not contract.is_noscript(e):
-                    raise
-                await self.redis.script_load(contract.SCRIPT)
-                return await self.submit_many(
-                    SubmitRequest(task=f[1], payload=msgspec.json.decode(f[3])) for _, f in prepared
-                )
+        results: dict[int, list[Any]] = {}
+        for k, rows in by_part.items():
+            out: list[Any] = []
+            # one chunk in flight while the next is packed; chunks land in order (FIFO)
+            pending: asyncio.Task[Any] | None = None
+            for i in range(0, len(rows), BATCH):
+                chunk = rows[i : i + BATCH]
+                flat = [x for row in chunk for x in row]
+                args = contract.script_args(self.keys, self.limits, k, "submit", len(chunk), *flat)
+                if pending is not None:
+                    out.extend(await pending)
+                pending = asyncio.ensure_future(contract.call(self.redis, args))
+            if pending is not None:
+                out.extend(await pending)
+            results[k] = out
         jobs: list[Job] = []
-        for chunk, res in zip(calls, results, strict=True):
-            for fields, (created, job_id, state, created_at) in zip(chunk, res, strict=True):
-                if created:
-                    jobs.append(self._fresh(fields, state.decode(), created_at.decode()))
-                else:
-                    jobs.append(await self.get(job_id.decode()))
+        cursor = dict.fromkeys(by_part, 0)
+        for k, fields in prepared:
+            created, job_id, state, created_at = results[k][cursor[k]]
+            cursor[k] += 1
+            if created:
+                jobs.append(self._fresh(fields, state.decode(), created_at.decode()))
+            else:
+                jobs.append(await self.get(job_id.decode()))
         return jobs
 
     # -- read -----------------------------------------------------------------------------
@@ -307,25 +304,30 @@ class Producer:
         return (await self.snapshot(job_id))[1]
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Follow the job's events until it is finished; return its final snapshot."""
+        """Follow the job's events until it is finished; return its final snapshot.
+
+        The snapshot is read once, after subscribing, and brought up to date from the events
+        that follow, so a wait costs no extra read at the end."""
         self._check_id(job_id)
         hub = self.hub
         await hub.ready()
-        done = _TerminalWaiter()
-        hub.subscribe(job_id, done)
+        waiter = _Follower()
+        hub.subscribe(job_id, waiter)
         try:
             job = await self.get(job_id)
-            if job.state in TERMINAL:
-                return job
             async with asyncio.timeout(timeout):
                 while True:
-                    await done.future
-                    job = await self.get(job_id)
+                    for data in waiter.drain():
+                        contract.apply_event(job, data)
                     if job.state in TERMINAL:
                         return job
-                    done.future = asyncio.get_running_loop().create_future()
+                    if waiter.reset:
+                        waiter.reset = False
+                        job = await self.get(job_id)
+                        continue
+                    await waiter.wake()
         finally:
-            hub.unsubscribe(job_id, done)
+            hub.unsubscribe(job_id, waiter)
 
     async def list_jobs(
         self,
@@ -508,14 +510,26 @@ def _check_ints(value: Any, path: str) -> None:
         raise Invalid("payload nested too deeply", path=path) from e
 
 
-class _TerminalWaiter:
+class _Follower:
+    """Collects one job's events from the hub for `wait`."""
+
     def __init__(self) -> None:
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._events: list[bytes] = []
+        self._wake = asyncio.Event()
+        self.reset = False
 
     def on_event(self, eid: bytes, job: str, typ: bytes, data: bytes) -> None:
-        if typ.decode() in TERMINAL and not self.future.done():
-            self.future.set_result(None)
+        self._events.append(data)
+        self._wake.set()
 
     def on_reset(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
+        self.reset = True
+        self._wake.set()
+
+    def drain(self) -> list[bytes]:
+        out, self._events = self._events, []
+        return out
+
+    async def wake(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()

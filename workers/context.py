@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -58,7 +57,7 @@ class Context:
         self.attempt = attempt
         self._progress = progress
         self._log = log
-        self._cancel = threading.Event()
+        self._cancel = False
 
     def progress(
         self, current: float, total: float | None = None, message: str | None = None
@@ -75,7 +74,7 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled, timed out or lost: sync tasks should return soon."""
-        return self._cancel.is_set()
+        return self._cancel
 
     def _set_cancelled(self) -> None:
-        self._cancel.set()
+        self._cancel = True  # a plain flag: threads read it under the GIL

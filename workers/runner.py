@@ -259,7 +259,6 @@ class Worker:
     # -- running one job ------------------------------------------------------------------------
 
     async def _execute(self, job: Running, raw_payload: bytes, timeout: float | None) -> None:
-        jl = self.log.bind(job_id=job.id, task=job.task, attempt=job.attempt)
         spec = self.registry.get(job.task)
         outcome, fragment = "fail", b""
         ctx: Context | None = None
@@ -273,16 +272,15 @@ class Worker:
                 fragment = error_fragment("InvalidPayload", str(e))
                 return
             ctx = self._context(job, spec)
-            timer = asyncio.timeout(timeout)
+            timer = asyncio.timeout(timeout) if timeout else None
             try:
-                async with timer:
-                    if spec.is_async:
-                        result = await spec.fn(ctx, payload)
-                    else:
-                        loop = asyncio.get_running_loop()
-                        result = await loop.run_in_executor(self._pool, spec.fn, ctx, payload)
+                if timer is None:
+                    result = await self._call(spec, ctx, payload)
+                else:
+                    async with timer:
+                        result = await self._call(spec, ctx, payload)
             except TimeoutError:
-                if not timer.expired():
+                if timer is None or not timer.expired():
                     raise
                 ctx._set_cancelled()
                 outcome, fragment = (
@@ -307,9 +305,16 @@ class Worker:
         except Exception as e:
             outcome = "error"
             fragment = error_fragment(type(e).__name__, str(e) or repr(e), traceback.format_exc())
-            jl.info("job.error", error=str(e))
+            self.log.info(
+                "job.error", job_id=job.id, task=job.task, attempt=job.attempt, error=str(e)
+            )
         finally:
             await self._finish(job, outcome, fragment)
+
+    async def _call(self, spec: TaskSpec, ctx: Context, payload: Any) -> Any:
+        if spec.is_async:
+            return await spec.fn(ctx, payload)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, spec.fn, ctx, payload)
 
     async def _finish(self, job: Running, outcome: str, fragment: bytes) -> None:
         try:

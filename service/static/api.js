@@ -1,5 +1,11 @@
-// Every call the dashboard makes to the service goes through this module, so adding auth later
-// (an Authorization header, or the HttpOnly session cookie) is a change in one place.
+// Every call the dashboard makes to the service goes through this module.
+//
+// Auth: with `auth.api_keys` set, the dashboard signs in once (POST /api/session with the key in
+// the JSON body) and from then on rides on the HttpOnly session cookie the service sets; fetch and
+// EventSource send it on their own (same origin). The key itself is never kept by the page: not in
+// a variable that outlives the sign-in request, not in localStorage or sessionStorage, and never
+// in a URL. A 401 from any call means the session is gone (expired, signed out, keys rotated):
+// the handler set with onUnauthorized() puts the sign-in form back.
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -12,8 +18,27 @@ export class ApiError extends Error {
 }
 
 const JSON_TYPE = "application/json";
+const SESSION_PATH = "/api/session";
+
+/** What the service said about auth: whether keys are required and whether we hold a session. */
+export const session = { auth: false, signedIn: true };
+
+let unauthorized = null;
+let epoch = 0; // bumped at each sign-in: a 401 to a request sent before it is old news
+
+/** Call `fn` when the service answers 401 (the session is gone). */
+export function onUnauthorized(fn) {
+  unauthorized = fn;
+}
+
+function signedOut() {
+  session.auth = true;
+  session.signedIn = false;
+  if (unauthorized) unauthorized();
+}
 
 async function request(method, path, body) {
+  const sentIn = epoch;
   const init = { method, headers: { Accept: JSON_TYPE }, credentials: "same-origin" };
   if (body !== undefined) {
     init.headers["Content-Type"] = JSON_TYPE;
@@ -35,6 +60,10 @@ async function request(method, path, body) {
         data = null;
       }
     }
+  }
+  if (resp.status === 401 && path !== SESSION_PATH) {
+    if (sentIn === epoch) signedOut();
+    throw new ApiError(401, { error: { code: "unauthorized", message: "your session has ended; sign in again" } });
   }
   if (!resp.ok) throw new ApiError(resp.status, data);
   return { status: resp.status, data };
@@ -60,7 +89,37 @@ export const api = {
   cancel: (id) => request("POST", `/api/jobs/${enc(id)}/cancel`),
   retry: (id) => request("POST", `/api/jobs/${enc(id)}/retry`),
   dead: async (queue) => (await request("GET", `/api/queues/${enc(queue)}/dead`)).data.jobs,
+
+  /** GET /api/session: { auth, signed_in }; also remembered in `session`. */
+  async session() {
+    const { data } = await request("GET", SESSION_PATH);
+    session.auth = Boolean(data && data.auth);
+    session.signedIn = !session.auth || Boolean(data && data.signed_in);
+    return session;
+  },
+  /** Exchange a key for the session cookie. The key goes in the body, nowhere else. */
+  async signIn(key) {
+    await request("POST", SESSION_PATH, { key });
+    epoch += 1;
+    session.auth = true;
+    session.signedIn = true;
+  },
+  async signOut() {
+    await request("DELETE", SESSION_PATH);
+    session.signedIn = !session.auth;
+  },
 };
+
+/**
+ * Before a stream that the browser gave up on is opened again: with auth on, ask whether the
+ * session still holds (an EventSource cannot tell a 401 from any other failure). A lost session
+ * calls the onUnauthorized handler, which ends the view and its streams.
+ */
+export async function checkSession() {
+  if (!session.auth || !session.signedIn) return;
+  const s = await api.session();
+  if (s.auth && !s.signedIn) signedOut();
+}
 
 /** The firehose URL: every job's events, optionally filtered by queue and task. */
 export function firehoseUrl({ queue, task, lastEventId } = {}) {

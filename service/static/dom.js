@@ -1,7 +1,7 @@
 // Small DOM helpers. Text always goes in as text nodes (never innerHTML), and styles are set
 // through the CSSOM, so the page runs under `Content-Security-Policy: default-src 'self'`.
 
-import { EVENT_TYPES, openStream } from "./api.js";
+import { EVENT_TYPES, checkSession, openStream } from "./api.js";
 
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -273,6 +273,12 @@ export class LiveStream {
         this.onStatus("offline");
         this.timer = setTimeout(async () => {
           this.timer = null;
+          try {
+            await checkSession(); // to an EventSource, a 401 looks like any other failure
+          } catch (e) {
+            // unreachable: the stream's own attempt tells
+          }
+          if (this.stopped) return;
           try {
             await this.beforeReopen();
           } catch (e) {
