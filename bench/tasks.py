@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import msgspec
 
@@ -52,3 +53,25 @@ def progress_sync(ctx: Context, p: ProgressArgs) -> ProgressResult:
     t_last = time.time()
     dt = time.perf_counter() - t0
     return ProgressResult(calls=n, elapsed_s=dt, calls_per_s=n / dt, t_last=t_last)
+
+
+class ChaosArgs(msgspec.Struct):
+    ms: int = 200
+
+
+_runs: Any = None
+
+
+@task("chaos.work", max_attempts=10)
+async def chaos_work(ctx: Context, p: ChaosArgs) -> int:
+    """bench/chaos.py: records each run of the body (outside Tidings' keys), then works."""
+    global _runs
+    if _runs is None:
+        import os
+
+        import redis.asyncio
+
+        _runs = redis.asyncio.Redis.from_url(os.environ["TIDINGS_REDIS_URL"])
+    await _runs.hincrby("chaos:runs", ctx.job_id, 1)
+    await asyncio.sleep(p.ms / 1000)
+    return ctx.attempt

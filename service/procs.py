@@ -85,8 +85,8 @@ class Supervisor:
                     continue
                 rc = c.proc.poll()
                 if rc is None:
-                    if c.failures and now - c.started_at > 60:
-                        c.failures = 0
+                    if c.failures and now - c.started_at > 10:
+                        c.failures = 0  # it ran a while: not a crash loop
                     continue
                 if not c.restart:
                     log.error("child.exited", child=c.name, code=rc)

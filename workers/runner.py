@@ -106,7 +106,7 @@ class Worker:
         )
         loops = [
             asyncio.create_task(self._fetch_loop(), name="fetch"),
-            asyncio.create_task(self._reclaim_loop(), name="reclaim"),
+            asyncio.create_task(self._cleanup_loop(), name="cleanup"),
             asyncio.create_task(self._promote_loop(), name="promote"),
         ]
         await stop.wait()
@@ -169,19 +169,29 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         delay = 0.1
+        reclaim_every = max(0.2, min(self.cfg.jobs.lease_s / 4, 5.0))
+        next_reclaim = 0.0
         while True:
             free = self.free_slots()
             if free <= 0:
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                with contextlib.suppress(TimeoutError):
+                    # wake for reclaims even while busy: slots free up at a job's end
+                    await asyncio.wait_for(self._slot_free.wait(), reclaim_every)
                 continue
             try:
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + reclaim_every * random.uniform(0.8, 1.2)
+                    await self._reclaim()
+                    free = self.free_slots()
+                    if free <= 0:
+                        continue
                 resp = await self.r.xreadgroup(
                     GROUP,
                     self.name,
                     {s: ">" for s in self._streams},
                     count=free,
-                    block=1000,
+                    block=int(min(1.0, reclaim_every) * 1000),
                 )
                 delay = 0.1
             except redis.exceptions.ResponseError as e:
@@ -451,33 +461,28 @@ class Worker:
 
     # -- reclaim, promote -----------------------------------------------------------------------
 
-    async def _reclaim_loop(self) -> None:
-        interval = max(0.2, min(self.cfg.jobs.lease_s / 4, 5.0))
-        last_cleanup = 0.0
+    async def _reclaim(self) -> None:
+        """Take over entries whose lease ran out (XAUTOCLAIM), up to our free slots. Called by
+        the fetch loop before it reads new work, so abandoned jobs go first."""
+        for stream, (k, q) in self._streams.items():
+            free = self.free_slots()
+            if free <= 0:
+                return
+            res = await self.r.xautoclaim(
+                stream, GROUP, self.name, self.lease_ms, "0-0", count=free
+            )
+            entries = res[1] if len(res) > 1 else []
+            if entries:
+                self.log.info("worker.reclaimed", queue=q, count=len(entries))
+                await self._start([((k, q), eid.decode(), fields) for eid, fields in entries])
+
+    async def _cleanup_loop(self) -> None:
         while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            await asyncio.sleep(self.cfg.jobs.lease_s * random.uniform(0.8, 1.2))
             try:
-                for stream, (k, q) in self._streams.items():
-                    free = self.free_slots()
-                    if free <= 0:
-                        break
-                    res = await self.r.xautoclaim(
-                        stream, GROUP, self.name, self.lease_ms, "0-0", count=free
-                    )
-                    entries = res[1] if len(res) > 1 else []
-                    if entries:
-                        self.log.info("worker.reclaimed", queue=q, count=len(entries))
-                        await self._start(
-                            [((k, q), eid.decode(), fields) for eid, fields in entries]
-                        )
-                if time.monotonic() - last_cleanup > self.cfg.jobs.lease_s:
-                    last_cleanup = time.monotonic()
-                    await self._cleanup_consumers()
+                await self._cleanup_consumers()
             except redis.exceptions.ResponseError as e:
-                if "NOGROUP" in str(e):
-                    await self._ensure_groups()
-                else:
-                    self.log.warning("reclaim.error", error=str(e))
+                self.log.warning("cleanup.error", error=str(e))
             except _REDIS_DOWN as e:
                 self.log.warning("worker.redis_unavailable", error=str(e))
 

@@ -3,16 +3,23 @@
 //   /?view=new&task=T    submit form
 //   /?view=dead&queue=Q  dead letters of a queue
 //   /jobs/{id}           one job
+// With auth on and no session, a sign-in form stands in for whatever the URL names, which is
+// shown once signed in; a 401 later brings the form back without touching the URL.
 
+import { api, onUnauthorized, session } from "./api.js";
 import { mountDead } from "./dead.js";
-import { clear, h, tickAges } from "./dom.js";
+import { announce, clear, h, tickAges } from "./dom.js";
 import { mountJob } from "./job.js";
 import { mountJobs } from "./jobs.js";
+import { mountSignIn } from "./signin.js";
 import { mountSubmit } from "./submit.js";
 
 const JOB_PATH = /^\/jobs\/([0-9A-Za-z_-]{1,64})\/?$/;
 const main = document.getElementById("main");
+const mainNav = document.getElementById("main-nav");
+const signOutBtn = document.getElementById("signout");
 let current = null;
+let gate = null; // the sign-in form, while it is shown
 
 const nav = {
   go(url) {
@@ -55,6 +62,7 @@ function markNav() {
 }
 
 function render(moveFocus) {
+  if (gate) return; // the route is shown once signed in
   if (current) current.dispose();
   current = null;
   clear(main);
@@ -79,6 +87,61 @@ document.addEventListener("click", (ev) => {
   nav.go(url.pathname + url.search);
 });
 
+// -- auth ---------------------------------------------------------------------------------------------
+function showChrome() {
+  mainNav.hidden = false;
+  signOutBtn.hidden = !session.auth;
+}
+
+function showSignIn(reason) {
+  if (gate) return;
+  if (current) current.dispose(); // ends its streams and timers
+  current = null;
+  clear(main);
+  mainNav.hidden = true;
+  signOutBtn.hidden = true;
+  gate = mountSignIn(main, {
+    reason,
+    onSignedIn() {
+      gate.dispose();
+      gate = null;
+      showChrome();
+      render(true);
+    },
+  });
+  document.title = `${gate.title} · Tidings`;
+  gate.focus.focus({ preventScroll: true });
+}
+
+onUnauthorized(() => showSignIn("expired"));
+
+signOutBtn.addEventListener("click", async () => {
+  signOutBtn.disabled = true;
+  try {
+    await api.signOut();
+    showSignIn("signed-out");
+  } catch (e) {
+    announce(`Could not sign out: ${e.message}`, "error");
+  } finally {
+    signOutBtn.disabled = false;
+  }
+});
+
+async function start() {
+  try {
+    await api.session();
+  } catch (e) {
+    // unreachable (or a service without sessions): show the page; its own errors tell, and a 401
+    // brings the sign-in form
+  }
+  if (session.auth && !session.signedIn) {
+    showSignIn(null);
+  } else {
+    showChrome();
+    render(false);
+  }
+}
+
 window.addEventListener("popstate", () => render(true));
 setInterval(() => tickAges(main), 2000);
-render(false);
+start();
