@@ -115,10 +115,15 @@ async def start_stack(stack_factory: Callable[..., Stack], url: str) -> Stack:
     return st
 
 
-async def api(st: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+async def api(
+    st: Stack, method: str, path: str, body: Any = None, *, key: str | None = None
+) -> tuple[int, Any]:
+    headers = {"Accept": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     async with (
         aiohttp.ClientSession() as s,
-        s.request(method, st.http + path, json=body, headers={"Accept": "application/json"}) as r,
+        s.request(method, st.http + path, json=body, headers=headers) as r,
     ):
         return r.status, await r.json()
 
@@ -444,3 +449,99 @@ async def test_dead_letters_view_retries_a_job(
     )
     await expect(page.locator('tr[data-event="failed"]')).to_have_count(2)
     tab.assert_no_errors()
+
+
+async def test_with_auth_the_page_signs_in_once_and_keeps_the_key_out_of_urls_and_storage(
+    browser: Browser, redis_url: str, stack_factory: Callable[..., Stack]
+) -> None:
+    key, wrong = "k-test-123", "k-wrong-456"
+    st = stack_factory(redis_url, TIDINGS_AUTH_API_KEYS=key)
+    await st.start_service(**SERVICE_ENV)
+    await st.start_workers(1)
+    assert (await api(st, "GET", "/api/queues"))[0] == 401
+    tab = await open_tab(browser, st)
+    page = tab.page
+    requests: list[tuple[str, str, str]] = []  # (method, url, body) of everything the page sent
+    page.on("request", lambda r: requests.append((r.method, r.url, r.post_data or "")))
+
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    field = page.get_by_label("API key")
+    await expect(field).to_have_attribute("type", "password")
+    await expect(field).to_be_focused()
+    await expect(page.locator(".view-jobs")).to_have_count(0)
+    await expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+    # a wrong key: an error next to the field, which is emptied and focused again
+    await field.fill(wrong)
+    await page.get_by_role("button", name="Sign in").click()
+    error = page.get_by_role("alert")
+    await expect(error).to_have_text(re.compile("not accepted"))
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await expect(field).to_have_value("")
+    await expect(field).to_be_focused()
+
+    # the right key, by keyboard: the jobs list, live on the firehose (it rides on the cookie)
+    await field.fill(key)
+    await field.press("Enter")
+    await expect(page.locator(".view-jobs .stream")).to_have_attribute("data-status", "live")
+    await expect(page).to_have_url(st.http + "/")
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    signout = page.get_by_role("button", name="Sign out")
+    await expect(signout).to_be_visible()
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    assert cookies["tidings_session"]["httpOnly"] is True
+    assert cookies["tidings_session"]["sameSite"] == "Strict"
+    assert "tidings_session" not in await page.evaluate("document.cookie")
+
+    status, job = await api(
+        st, "POST", "/api/jobs", {"task": "demo.count", "payload": {"n": 6, "delay": 0.1}}, key=key
+    )
+    assert status == 201, job
+    row = page.locator(f'tr[data-job-id="{job["id"]}"]')
+    bar = row.get_by_role("progressbar")
+    await expect(bar).to_have_attribute("aria-valuenow", "6")
+    await expect(bar).to_have_attribute("aria-valuemax", "6")
+    await expect(row.locator(".badge")).to_have_text("succeeded")
+    await expect(
+        page.locator('.queue-card[data-queue="default"] .fig-workers .fig-n')
+    ).to_have_text("1")
+
+    # the session ends (expiry, or a rotated key): the next call's 401 brings the form back on
+    # the same URL, and signing in again shows what that URL names
+    await page.get_by_label("State").select_option("succeeded")
+    await expect(page).to_have_url(re.compile(r"/\?state=succeeded$"))
+    await page.context.clear_cookies()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_text("Your session has ended")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/\?state=succeeded$"))
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_label("State")).to_have_value("succeeded")
+    await expect(row.locator(".badge")).to_have_text("succeeded")
+    await expect(page.locator(".view-jobs .stream")).to_have_attribute("data-status", "live")
+
+    # the key is nowhere the page keeps things, and it never went into a URL
+    stored = await page.evaluate(
+        "JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
+    )
+    assert key not in stored and wrong not in stored
+    assert key not in await page.content()
+    urls = [u for _, u, _ in requests]
+    assert any("/api/events" in u for u in urls), urls
+    assert not [u for u in urls if key in u or wrong in u], urls
+    logins = [b for m, u, b in requests if m == "POST" and u.endswith("/api/session")]
+    assert len(logins) == 3 and key in logins[-1]  # it goes in the body, once per sign-in
+
+    # signing out ends the session: the form again, no cookie, and the API says so
+    await signout.click()
+    await expect(page.get_by_text("You are signed out.")).to_be_visible()
+    await expect(page.get_by_label("API key")).to_be_focused()
+    assert "tidings_session" not in {c["name"] for c in await page.context.cookies()}
+    assert await page.evaluate("fetch('/api/session').then((r) => r.json())") == {
+        "auth": True,
+        "signed_in": False,
+    }
+    # the wrong key's 403, and the 401 that ended the first session
+    tab.assert_no_errors("403", "401")
