@@ -165,6 +165,10 @@ async def session_login(request: web.Request) -> web.Response:
     dashboard never keeps a key in script-readable storage or in a URL."""
     auth = request.app[AUTH]
     body = await read_json(request, _login_decoder)
+    # slow key guessing down: a few attempts per second per client address
+    login_slot = "login:" + (request.remote or "")
+    if auth.enabled and not await request.app[PRODUCER].take_rate(login_slot, 5):
+        raise TooMany("too many sign-in attempts")
     fp = auth.check_key(body.key) if auth.enabled else "open"
     if fp is None:
         raise Forbidden("invalid API key")

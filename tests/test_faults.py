@@ -229,9 +229,16 @@ async def test_retries_with_backoff_then_dead_letter_and_retry(
     assert "Traceback" in done.error["traceback"]
     assert doomed.id in [j.id for j in await p.dead("default")]
     assert (await p.queues())["default"].dead == 1
-    again = await p.retry(doomed.id)
-    assert again.state == "queued" and again.attempt == 0
+    await p.retry(doomed.id)
     assert doomed.id not in [j.id for j in await p.dead("default")]
+    # it runs again from attempt 1 and, failing again, goes back to the dead letters
+    redone = await p.wait(doomed.id, timeout=20)
+    assert redone.state == "failed" and redone.attempt == 2
+    after = types(await p.events(doomed.id))
+    first_fail = after.index("failed")
+    assert after[first_fail + 1 : first_fail + 3] == ["queued", "started"]
+    assert after.count("failed") == 2
+    assert doomed.id in [j.id for j in await p.dead("default")]
 
 
 async def test_delayed_job_waits_then_runs(
