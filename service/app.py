@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from service import api, contract, streams
 from service.auth import SESSION_COOKIE, Auth, load_signing_key
+from service.checks import warn_about_server
 from service.config import Config
 from service.contract import Keys
 from service.errors import Forbidden, TidingsError, Unauthorized
@@ -192,6 +194,8 @@ def create_app(cfg: Config, redis_url: str) -> web.Application:
         app[HUB] = Hub(r, keys, block_ms=2000)
         app[WATCHERS] = WatcherSet(cfg.sse)
         app[WATCHERS].start()
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await warn_about_server(r)
         yield
         await app[HUB].close()
         await r.aclose()

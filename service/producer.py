@@ -533,3 +533,75 @@ class _Follower:
     async def wake(self) -> None:
         await self._wake.wait()
         self._wake.clear()
+
+
+class SyncProducer:
+    """The Producer for code without an event loop (Django views, scripts, Celery tasks).
+
+    It runs one private event loop in a daemon thread; every method blocks until done.
+
+        with SyncProducer.from_url("redis://127.0.0.1:6379/0") as p:
+            job = p.submit("demo.count", {"n": 5})
+            done = p.wait(job.id, timeout=30)
+    """
+
+    def __init__(self, make: Any) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tidings-producer", daemon=True
+        )
+        self._thread.start()
+        self._async: Producer = self._run(self._build(make))
+
+    async def _build(self, make: Any) -> Producer:
+        p: Producer = make()
+        return p
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> SyncProducer:
+        return cls(lambda: Producer.from_url(url, **kw))
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> SyncProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def submit(self, task: str, payload: Any = None, **kw: Any) -> Job:
+        job: Job = self._run(self._async.submit(task, payload, **kw))
+        return job
+
+    def submit_many(self, items: Iterable[tuple[str, Any] | SubmitRequest]) -> list[Job]:
+        jobs: list[Job] = self._run(self._async.submit_many(list(items)))
+        return jobs
+
+    def get(self, job_id: str) -> Job:
+        job: Job = self._run(self._async.get(job_id))
+        return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        job: Job = self._run(self._async.wait(job_id, timeout))
+        return job
+
+    def queues(self) -> dict[str, QueueStats]:
+        stats: dict[str, QueueStats] = self._run(self._async.queues())
+        return stats
+
+    def cancel(self, job_id: str) -> str:
+        out: str = self._run(self._async.cancel(job_id))
+        return out
+
+    def retry(self, job_id: str) -> Job:
+        job: Job = self._run(self._async.retry(job_id))
+        return job

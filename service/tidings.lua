@@ -10,7 +10,7 @@
 --   P.."q:"..queue   stream  unfinished work of a queue (consumer group GROUP), field j = job id
 --   P.."sched:"..queue zset  scheduled (delayed / waiting to retry) job ids by due time (ms)
 --   P.."fire"        stream  every event of the partition (the firehose); its ids are the event ids
---   P.."idx"         zset    job ids by creation time (ms), for listing
+--   P.."idx"         zset    job ids by creation time (µs), for listing
 --   P.."dead:"..queue zset   dead-lettered job ids by time of death (ms)
 --   P.."queues"      set     queue names seen
 --
@@ -22,10 +22,8 @@ local GROUP = 'tidings'
 local op = ARGV[1]
 local P = ARGV[2]
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local T = redis.call('TIME')
+local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])  -- the job index is ordered by this
 
 local function iso(ms)
   -- civil-from-days (Howard Hinnant), UTC
@@ -51,7 +49,7 @@ end
 local FIRE_MAX = tonumber(ARGV[3])
 local EV_MAX = tonumber(ARGV[4])
 local RETAIN_MS = tonumber(ARGV[5])
-local NOW = now_ms()
+local NOW = math.floor(NOW_US / 1000)
 local NOW_ISO = iso(NOW)
 
 -- Append one event to the firehose and to the job's own list; returns the event id.
@@ -136,7 +134,7 @@ local function submit()
         extra = ',"due":"' .. iso(NOW + delay_ms) .. '"'
       end
       emit(id, state, state, 0, task, queue, extra)
-      redis.call('ZADD', P .. 'idx', NOW, id)
+      redis.call('ZADD', P .. 'idx', NOW_US + #out, id)  -- a batch keeps its order
       redis.call('SADD', P .. 'queues', queue)
       out[#out + 1] = {1, id, state, NOW_ISO}
     end
@@ -369,7 +367,7 @@ end
 -- sweep: drop index and dead-letter entries whose jobs have expired. ARGV[6] = max.
 local function sweep()
   local cutoff = NOW - RETAIN_MS
-  local removed = redis.call('ZREMRANGEBYSCORE', P .. 'idx', '-inf', cutoff)
+  local removed = redis.call('ZREMRANGEBYSCORE', P .. 'idx', '-inf', cutoff * 1000)
   for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
     removed = removed + redis.call('ZREMRANGEBYSCORE', P .. 'dead:' .. q, '-inf', cutoff)
   end

@@ -25,6 +25,7 @@ import redis.exceptions
 import structlog
 
 from service import contract
+from service.checks import warn_about_server
 from service.config import Config
 from service.contract import GROUP, Keys, Limits
 from service.producer import limits_from
@@ -95,6 +96,8 @@ class Worker:
         """Consume until `stop` is set, then shut down gracefully (see `_shutdown`)."""
         self._loop = asyncio.get_running_loop()
         await self._ensure_groups()
+        with contextlib.suppress(*_REDIS_DOWN):
+            await warn_about_server(self.r)
         self.writer.start()
         self._lease_thread = threading.Thread(target=self._lease_main, name="lease", daemon=True)
         self._lease_thread.start()
