@@ -34,7 +34,7 @@ def test_every_key_of_a_job_shares_its_partition_tag() -> None:
         jid = contract.new_job_id()
         k = keys.partition(jid)
         seen.add(k)
-        tag = "{tid:%d}" % k
+        tag = f"{{tid:{k}}}"
         for name in (
             keys.job(jid),
             keys.events(jid),

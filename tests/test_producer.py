@@ -69,7 +69,7 @@ async def test_delay_cancel_retry_and_listing(producer: Producer) -> None:
     page, nxt = await producer.list_jobs(limit=3)
     assert [j.id for j in page] == [j.id for j in reversed(jobs)][:3]
     rest, _ = await producer.list_jobs(limit=10, cursor=nxt)
-    assert [j.id for j in rest] == [j.id for j in reversed(jobs)][3:] + [later.id]
+    assert [j.id for j in rest] == [*[j.id for j in reversed(jobs)][3:], later.id]
     queued, _ = await producer.list_jobs(state="queued", limit=50)
     assert len(queued) == 6
 
