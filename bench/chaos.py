@@ -104,9 +104,9 @@ async def main() -> None:
                     in_flight_at_kills.append(n_in_flight)
                     os.kill(victim, signal.SIGKILL)
                     kills.append(time.time())
+                    at = now - t0
                     print(
-                        f"  killed worker {victim} at t={now - t0:.1f}s (in flight: {in_flight_at_kills[-1]})",
-                        flush=True,
+                        f"  killed {victim} at t={at:.1f}s (in flight: {n_in_flight})", flush=True
                     )
                 next_kill = now + args.kill_every
             await asyncio.sleep(0.1)
@@ -152,9 +152,9 @@ async def main() -> None:
         print(f"  worker kills         {len(kills)} (jobs in flight at each: {in_flight_at_kills})")
         print(f"  redis restarts       {result['redis_restarts']} (appendfsync always)")
         print(f"  lost                 {len(lost)}")
-        print(
-            f"  duplicated           {len(duplicated)}  (ran more than once; in flight at kills: {sum(max(0, x) for x in in_flight_at_kills)})"
-        )
+        flight = sum(max(0, x) for x in in_flight_at_kills)
+        dup = len(duplicated)
+        print(f"  duplicated           {dup}  (ran more than once; in flight at kills: {flight})")
         print(f"  unexpected           {len(unexpected)}")
         print(f"  recovered            {len(recovered)}  (succeeded on a later attempt)")
         print(f"  longest reclaim wait {longest_wait:.2f} s  (lease 2 s)")
