@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -192,7 +193,7 @@ async def session_logout(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"ok": True})
+    return json_response({"ok": True, "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -179,3 +179,27 @@ async def test_producer_submit_and_wait_through_real_workers(
         return q.queued == 0 and q.running == 0 and q.workers == 2
 
     await eventually(drained, what="queue drained")
+
+
+async def test_several_service_processes_share_the_port(
+    e2e_url: str, stack_factory: Callable[..., Stack]
+) -> None:
+    st = stack_factory(e2e_url)
+    await st.start_service(TIDINGS_HTTP_PROCESSES="2")
+    await st.start_workers(1)
+    pids: set[int] = set()
+
+    async def two_processes() -> bool:
+        # a new connection each time: the kernel spreads them over both listeners
+        async with aiohttp.ClientSession() as s, s.get(st.http + "/healthz") as r:
+            pids.add((await r.json())["pid"])
+        return len(pids) >= 2
+
+    await eventually(two_processes, timeout=20, interval=0.01, what="two service processes")
+    # any process serves any watcher: submit through one, stream through whichever answers
+    async with aiohttp.ClientSession() as s:
+        job = await submit(s, st.http, {"task": "t.steps", "payload": {"n": 3, "delay": 0.02}})
+    for _ in range(4):
+        async with aiohttp.ClientSession() as s, s.get(str(job["events_url"])) as r:
+            events = await read_sse(r)
+        assert [e.event for e in events][-1] == "succeeded"
