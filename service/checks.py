@@ -13,18 +13,27 @@ async def warn_about_server(r: Any) -> list[str]:
     """Warn (and return the warnings) if Redis may evict keys or keeps no persistence."""
     warnings: list[str] = []
     try:
-        policy = (await r.config_get("maxmemory-policy")).get(b"maxmemory-policy", b"")
-        aof = (await r.config_get("appendonly")).get(b"appendonly", b"")
-        save = (await r.config_get("save")).get(b"save", b"")
+        policy = await _get(r, "maxmemory-policy")
+        aof = await _get(r, "appendonly")
+        save = await _get(r, "save")
     except Exception as e:  # CONFIG may be disabled (managed Redis): say so once
         log.warning("redis.config_unreadable", error=str(e))
         return warnings
-    if policy != b"noeviction":
+    if policy != "noeviction":
         warnings.append(
-            f"maxmemory-policy is {policy.decode()!r}: Redis may EVICT queued jobs; set noeviction"
+            f"maxmemory-policy is {policy!r}: Redis may EVICT queued jobs; set noeviction"
         )
-    if aof != b"yes" and not save:
+    if aof != "yes" and not save:
         warnings.append("persistence is off (no AOF, no RDB): a Redis restart loses every job")
     for w in warnings:
         log.warning("redis.unsafe", problem=w)
     return warnings
+
+
+async def _get(r: Any, name: str) -> str:
+    # redis-py decodes CONFIG GET replies itself, whatever decode_responses says
+    for k, v in (await r.config_get(name)).items():
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        if key == name:
+            return v.decode() if isinstance(v, bytes) else str(v)
+    return ""

@@ -90,3 +90,20 @@ def test_sync_producer(cfg: Config) -> None:
         assert p.queues()["default"].queued == 1
         assert p.cancel(job.id) == "cancelled"
         assert p.wait(job.id, timeout=5).state == "cancelled"
+
+
+async def test_startup_check_warns_only_about_unsafe_servers(producer: Producer) -> None:
+    from service.checks import warn_about_server
+
+    r = producer.redis
+    policy = (await r.config_get("maxmemory-policy"))["maxmemory-policy"]
+    try:
+        await r.config_set("maxmemory-policy", "noeviction")
+        # the test server keeps no AOF and no RDB: that is the one warning
+        assert [w for w in await warn_about_server(r)] == [
+            "persistence is off (no AOF, no RDB): a Redis restart loses every job"
+        ]
+        await r.config_set("maxmemory-policy", "allkeys-lru")
+        assert any("EVICT" in w for w in await warn_about_server(r))
+    finally:
+        await r.config_set("maxmemory-policy", policy)
