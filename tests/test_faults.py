@@ -300,3 +300,29 @@ async def test_redis_killed_and_restarted_loses_nothing(
             one_terminal(await p.events(j.id))
     finally:
         server.kill()
+
+
+async def test_workers_stop_on_sigterm_while_redis_is_down(
+    stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        tmp_path / "redis", binary=servers.binary(DEFAULT_KIND), persistent=False
+    )
+    server.start()
+    try:
+        st = stack_factory(server.url, TIDINGS_WORKERS_GRACE_S="0.5")
+        sup = await st.start_workers(2)
+        kids = worker_children(sup)
+        server.kill()
+        sup.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        rc = await loop.run_in_executor(None, sup.wait, 30)
+        assert rc == 0 and loop.time() - t0 < 20
+        for pid in kids:  # no orphans
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )
+    finally:
+        server.kill()

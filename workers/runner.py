@@ -95,6 +95,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then shut down gracefully (see `_shutdown`)."""
         self._loop = asyncio.get_running_loop()
+        self._stopping = stop  # every loop, and start-up itself, gives up once this is set
         await self._ensure_groups()
         with contextlib.suppress(*_REDIS_DOWN):
             await warn_about_server(self.r)
@@ -113,10 +114,11 @@ class Worker:
             asyncio.create_task(self._promote_loop(), name="promote"),
         ]
         await stop.wait()
-        self._stopping.set()
         for t in loops:
             t.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        # bounded: a loop stuck in a reconnect must not keep the process alive; each loop also
+        # checks _stopping, in case a client library swallowed the cancellation
+        await asyncio.wait(loops, timeout=5)
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -143,7 +145,7 @@ class Worker:
 
     async def _ensure_groups(self) -> None:
         delay = 0.1
-        while True:
+        while not self._stopping.is_set():
             try:
                 for stream in self._streams:
                     try:
@@ -174,7 +176,7 @@ class Worker:
         delay = 0.1
         reclaim_every = max(0.2, min(self.cfg.jobs.lease_s / 4, 5.0))
         next_reclaim = 0.0
-        while True:
+        while not self._stopping.is_set():
             free = self.free_slots()
             if free <= 0:
                 self._slot_free.clear()
@@ -243,6 +245,8 @@ class Worker:
                     res = await contract.call(self.r, args)
                     break
                 except _REDIS_DOWN as e:
+                    if self._stopping.is_set():
+                        return
                     # the entries stay pending under our name; if we never get through, their
                     # lease runs out and another worker takes them
                     self.log.warning("worker.redis_unavailable", error=str(e), retry_in=delay)
@@ -480,7 +484,7 @@ class Worker:
                 await self._start([((k, q), eid.decode(), fields) for eid, fields in entries])
 
     async def _cleanup_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await asyncio.sleep(self.cfg.jobs.lease_s * random.uniform(0.8, 1.2))
             try:
                 await self._cleanup_consumers()
@@ -503,7 +507,7 @@ class Worker:
     async def _promote_loop(self) -> None:
         poll = self.cfg.workers.poll_s
         sweep_at = 0.0
-        while True:
+        while not self._stopping.is_set():
             wait = poll
             try:
                 for k in range(self.keys.partitions):
