@@ -160,6 +160,7 @@ class WatcherSet:
         WatcherSet.max_buffer = cfg.max_buffer_bytes
         self.watchers: set[Watcher] = set()
         self.clients: dict[str, int] = {}
+        self.open = 0  # reserved stream slots (streams being opened and open)
         self.slots = max(1, int(cfg.heartbeat_s))
         self._tick = 0
         self._task: asyncio.Task[None] | None = None
@@ -176,11 +177,24 @@ class WatcherSet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def full(self, client: str) -> bool:
-        if len(self.watchers) >= self.cfg.max_connections:
-            return True
+    def reserve(self, client: str) -> bool:
+        """Take a stream slot for `client` now (before any await), or say no."""
         cap = self.cfg.max_per_client
-        return cap > 0 and self.clients.get(client, 0) >= cap
+        if self.open >= self.cfg.max_connections:
+            return False
+        if cap > 0 and self.clients.get(client, 0) >= cap:
+            return False
+        self.open += 1
+        self.clients[client] = self.clients.get(client, 0) + 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.open -= 1
+        left = self.clients.get(client, 1) - 1
+        if left > 0:
+            self.clients[client] = left
+        else:
+            self.clients.pop(client, None)
 
     async def _sweep(self) -> None:
         """Once a second: heartbeat one slot of watchers, cut stalled ones, notice gone ones."""
@@ -238,7 +252,14 @@ class FirehoseWatcher(Watcher):
         self.filters = filters
 
     def accepts(self, data: bytes) -> bool:
-        return all(f in data for f in self.filters)
+        # the event's own "task" and "queue" come first in its data (the script writes them
+        # before any result or payload fragment, which may hold keys of the same names)
+        for f in self.filters:
+            name = f[: f.index(b":") + 2]  # b',"queue":"'
+            at = data.find(name)
+            if at < 0 or not data.startswith(f, at):
+                return False
+        return True
 
     def ends_on_terminal(self) -> bool:
         return False
@@ -292,15 +313,14 @@ async def serve(
     max_age_s: float,
 ) -> None:
     """Hold the stream open until the watcher closes, the max age passes or the client goes."""
-    client = str(request.get(PRINCIPAL, ""))
     watchers.watchers.add(watcher)
-    watchers.clients[client] = watchers.clients.get(client, 0) + 1
     try:
         timeout = None
         if max_age_s > 0:
             timeout = max_age_s * random.uniform(0.8, 1.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(watcher.closed), timeout)
+        watcher.close("max-age")  # no-op if already closed; the hub writes nothing more
         if watcher.done_reason in ("slow", "write-timeout", "overflow"):
             log.info("sse.cut", reason=watcher.done_reason)
             watcher.transport.abort()
@@ -310,11 +330,6 @@ async def serve(
                 await watcher.resp.write_eof()
     finally:
         watchers.watchers.discard(watcher)
-        left = watchers.clients.get(client, 1) - 1
-        if left > 0:
-            watchers.clients[client] = left
-        else:
-            watchers.clients.pop(client, None)
 
 
 def snapshot_data(job: Any) -> bytes:

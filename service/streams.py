@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -35,17 +36,32 @@ def _hb_slot(request: web.Request, slots: int) -> int:
     return zlib.crc32(repr((peer, id(request))).encode()) % slots
 
 
-def _check_capacity(request: web.Request) -> None:
-    if request.app[WATCHERS].full(str(request.get(PRINCIPAL, ""))):
-        raise Unavailable("too many event streams on this process; retry shortly")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def capped(handler: Handler) -> Handler:
+    """Reserve a stream slot before anything is awaited (so a burst cannot overshoot the cap)
+    and give it back when the stream ends."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        watchers = request.app[WATCHERS]
+        client = str(request.get(PRINCIPAL, ""))
+        if not watchers.reserve(client):
+            raise Unavailable("too many event streams; retry shortly")
+        try:
+            return await handler(request)
+        finally:
+            watchers.release(client)
+
+    return wrapped
+
+
+@capped
 async def job_events(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/events"""
     job_id = request.match_info["id"]
     if not JOB_ID_RE.match(job_id):
         raise NotFound("no such job")
-    _check_capacity(request)
     cfg = request.app[SETTINGS].sse
     hub = request.app[HUB]
     await hub.ready()
@@ -103,6 +119,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         hub.unsubscribe(job_id, early)
 
 
+@capped
 async def firehose(request: web.Request) -> web.StreamResponse:
     """GET /api/events?queue=&task= : every job's events in one resumable stream."""
     filters: list[bytes] = []
@@ -116,7 +133,6 @@ async def firehose(request: web.Request) -> web.StreamResponse:
         if not TASK_RE.match(task):
             raise Invalid("invalid task name", path="task")
         filters.append(b',"task":"' + task.encode() + b'"')
-    _check_capacity(request)
     app = request.app
     cfg = app[SETTINGS].sse
     keys = app[PRODUCER].keys
@@ -150,6 +166,8 @@ async def firehose(request: web.Request) -> web.StreamResponse:
             else:
                 w.position = list(given)
                 await _replay_firehose(w, r, keys, now)
+                # a client may come from a process whose hub was ahead of ours: never go back
+                now = [max(a, b, key=event_key) for a, b in zip(now, given, strict=True)]
                 w.position = list(now)
         w.sent = event_key(now[0])
         await w.go_live()
