@@ -6,6 +6,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.exceptions
 from aiohttp import web
 
 from service.contract import JOB_ID_RE, QUEUE_RE, TASK_RE, TERMINAL, Event, Keys
@@ -156,8 +157,14 @@ async def firehose(request: web.Request) -> web.StreamResponse:
         elif given is not None:
             trimmed = False
             for k in range(keys.partitions):
-                first = await r.xrange(keys.fire(k), count=1)
-                if first and event_key(given[k]) < event_key(first[0][0]):
+                # a gap exists only if an entry after the client's position was trimmed away
+                try:
+                    info = await r.xinfo_stream(keys.fire(k))
+                except redis.exceptions.ResponseError:
+                    continue  # no such stream yet
+                dropped = info.get("max-deleted-entry-id", b"0-0")
+                dropped = dropped if isinstance(dropped, bytes) else str(dropped).encode()
+                if event_key(given[k]) < event_key(dropped):
                     trimmed = True
             if trimmed:
                 await resp.write(
