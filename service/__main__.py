@@ -32,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="config file (default: $TIDINGS_CONFIG or ./config.toml)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    cfg = config_mod.load_or_exit(args.config)
     logs.setup(cfg.log, process="service")
     if not cfg.auth.api_keys and not is_loopback(cfg.http.host):
         print(
@@ -45,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    url = cfg.redis.url
-    owned = None
-    if url == "embedded":
-        url = embedded.attach(cfg) or ""
-        if not url:
-            owned = embedded.start_owned(cfg)
-            url = owned.url
+    url, owned = embedded.resolve(cfg)
     try:
         if cfg.http.processes > 1 and not args.child:
             argv_child = [sys.executable, "-m", "service", "--child"]

@@ -6,6 +6,7 @@ Parsed once by each entry point and passed down; nothing here runs at import tim
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,3 +153,12 @@ def _keyname(message: str) -> str:
     key = where.rstrip("`")
     env = "TIDINGS_" + key.replace(".", "_").upper()
     return f"{key} (or {env}): {text}"
+
+
+def load_or_exit(path: str | None) -> Config:
+    """For entry points: the config, or one line on stderr and exit status 2."""
+    try:
+        return load(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None

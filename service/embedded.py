@@ -162,3 +162,14 @@ def start_owned(cfg: Config) -> ServerProcess:
 def forget(cfg: Config) -> None:
     with contextlib.suppress(OSError):
         state_file(cfg).unlink()
+
+
+def resolve(cfg: Config) -> tuple[str, ServerProcess | None]:
+    """The Redis URL to use, and the embedded server we started (and must stop), if any."""
+    if cfg.redis.url != "embedded":
+        return cfg.redis.url, None
+    url = attach(cfg)
+    if url is not None:
+        return url, None
+    owned = start_owned(cfg)
+    return owned.url, owned

@@ -18,19 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m service.stack", description=__doc__.splitlines()[0])
     p.add_argument("--config")
     args = p.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    cfg = config_mod.load_or_exit(args.config)
     logs.setup(cfg.log, process="stack")
-    url = cfg.redis.url
-    owned = None
-    if url == "embedded":
-        url = embedded.attach(cfg) or ""
-        if not url:
-            owned = embedded.start_owned(cfg)
-            url = owned.url
+    url, owned = embedded.resolve(cfg)
     extra = ["--config", args.config] if args.config else []
     env = child_env(TIDINGS_REDIS_URL=url)
     children = [

@@ -37,11 +37,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    cfg = config_mod.load_or_exit(args.config)
     logs.setup(cfg.log, process="worker" if args.child else "workers")
     tasks = args.tasks or cfg.workers.tasks
     queues = (
@@ -49,13 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.child:
         return run_child(cfg, tasks, queues, args.concurrency or cfg.workers.concurrency)
-    url = cfg.redis.url
-    owned = None
-    if url == "embedded":
-        url = embedded.attach(cfg) or ""
-        if not url:
-            owned = embedded.start_owned(cfg)
-            url = owned.url
+    url, owned = embedded.resolve(cfg)
     n = args.processes or cfg.workers.processes
     argv_child = [
         sys.executable,
