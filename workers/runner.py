@@ -204,7 +204,11 @@ class Worker:
                     self.log.warning("worker.group_missing", error=str(e))
                     await self._ensure_groups()
                     continue
-                raise
+                # e.g. OOM or a read-only replica: never let the fetch loop die silently
+                self.log.error("worker.redis_error", error=str(e), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             except _REDIS_DOWN as e:
                 self.log.warning("worker.redis_unavailable", error=str(e), retry_in=delay)
                 await asyncio.sleep(delay)
@@ -524,6 +528,6 @@ class Worker:
                         )
                 if time.monotonic() > sweep_at:
                     sweep_at = time.monotonic() + 60
-            except _REDIS_DOWN as e:
+            except (*_REDIS_DOWN, redis.exceptions.ResponseError) as e:
                 self.log.warning("worker.redis_unavailable", error=str(e))
             await asyncio.sleep(max(wait, 0.01) * random.uniform(0.9, 1.1))

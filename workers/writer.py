@@ -183,6 +183,7 @@ class Writer:
                 except (
                     redis.exceptions.ConnectionError,
                     redis.exceptions.TimeoutError,
+                    redis.exceptions.ResponseError,  # e.g. OOM: retry rather than lose a finish
                     OSError,
                 ) as e:
                     log.warning("writer.redis_unavailable", error=str(e), retry_in=delay)
