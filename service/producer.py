@@ -261,6 +261,7 @@ class Producer:
                 if pending is not None:
                     out.extend(await pending)
                 pending = asyncio.ensure_future(contract.call(self.redis, args))
+                await asyncio.sleep(0)  # let it go out now, then pack the next chunk meanwhile
             if pending is not None:
                 out.extend(await pending)
             results[k] = out
