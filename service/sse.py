@@ -57,6 +57,7 @@ class Watcher:
     writes to the socket directly."""
 
     __slots__ = (
+        "backlog",
         "closed",
         "done_reason",
         "ended",
@@ -84,6 +85,7 @@ class Watcher:
         self.last_write = time.monotonic()
         self.stalled_since: float | None = None
         self.hb_slot = hb_slot
+        self.backlog: set[Watcher] | None = None  # the WatcherSet's, once served
 
     # hub side --------------------------------------------------------------------------------
 
@@ -127,8 +129,14 @@ class Watcher:
             return
         t.write(data)
         self.last_write = time.monotonic()
-        if t.get_write_buffer_size() > WatcherSet.max_buffer:
-            self.close("slow")
+        queued = t.get_write_buffer_size()
+        if queued:
+            if queued > WatcherSet.max_buffer:
+                self.close("slow")
+            elif self.stalled_since is None and self.backlog is not None:
+                # the sweeper watches it until it drains, or cuts it after the write timeout
+                self.stalled_since = self.last_write
+                self.backlog.add(self)
 
     def close(self, reason: str) -> None:
         if not self.closed.done():
@@ -162,6 +170,13 @@ class WatcherSet:
         self.clients: dict[str, int] = {}
         self.open = 0  # reserved stream slots (streams being opened and open)
         self.slots = max(1, int(cfg.heartbeat_s))
+        self.by_slot: list[set[Watcher]] = [set() for _ in range(self.slots)]
+        # one slot per tick, every slot twice per heartbeat period; a watcher idle for half a
+        # period beats at its visit, so none stays silent for more than heartbeat_s (one visit
+        # per period let silences reach 1.5 x heartbeat_s)
+        self.tick_s = cfg.heartbeat_s / (2 * self.slots)
+        self.beat_after = cfg.heartbeat_s / 2 - self.tick_s / 4
+        self.backlog: set[Watcher] = set()  # watchers with unsent data
         self._tick = 0
         self._task: asyncio.Task[None] | None = None
         self.cut_slow = 0
@@ -197,38 +212,52 @@ class WatcherSet:
             self.clients.pop(client, None)
 
     async def _sweep(self) -> None:
-        """Once a second: heartbeat one slot of watchers, cut stalled ones, notice gone ones."""
+        """Every tick_s: check the watchers that have unsent data (cut those stalled past
+        write_timeout_s), then heartbeat one slot of watchers (noticing the gone ones). A tick
+        touches about 1/slots of the watchers, so no moment stalls them all."""
         beat = chunk(b": hb\n\n")
         while True:
-            await asyncio.sleep(self.cfg.heartbeat_s / self.slots)
+            await asyncio.sleep(self.tick_s)
             self._tick = (self._tick + 1) % self.slots
             now = time.monotonic()
-            for w in list(self.watchers):
+            for w in list(self.backlog):
+                if w.closed.done() or w.transport.get_write_buffer_size() == 0:
+                    w.stalled_since = None
+                    self.backlog.discard(w)
+                elif w.stalled_since is not None and (
+                    now - w.stalled_since > self.cfg.write_timeout_s
+                ):
+                    self.cut_slow += 1
+                    w.close("write-timeout")
+            for w in list(self.by_slot[self._tick]):
                 if w.closed.done():
                     continue
-                t = w.transport
-                if t.is_closing():
+                if w.transport.is_closing():
                     w.close("gone")
-                    continue
-                if t.get_write_buffer_size() > 0:
-                    if w.stalled_since is None:
-                        w.stalled_since = now
-                    elif now - w.stalled_since > self.cfg.write_timeout_s:
-                        self.cut_slow += 1
-                        w.close("write-timeout")
-                        continue
-                else:
-                    w.stalled_since = None
-                if (
-                    w.live
-                    and w.hb_slot == self._tick
-                    and now - w.last_write >= self.cfg.heartbeat_s * 0.5
-                ):
+                elif w.live and now - w.last_write >= self.beat_after:
                     w.write_raw(beat)
 
 
+# the event last framed for a job watcher: the hub hands the same `eid` object to every watcher
+# of a job, so its key is parsed and its chunk built once per event, not once per watcher
+_framed: list[Any] = [None, (0, 0), b""]
+
+
 class JobWatcher(Watcher):
-    pass
+    __slots__ = ()
+
+    def write_event(self, eid: bytes, typ: bytes, data: bytes) -> None:
+        f = _framed
+        if f[0] is not eid:  # identity: the cached object is alive, so its id is not reused
+            f[0], f[1], f[2] = eid, event_key(eid), chunk(frame(eid, typ, data))
+        key = f[1]
+        if key <= self.sent:
+            return
+        self.sent = key
+        self.write_raw(f[2])
+        if typ in _TERMINAL_B:
+            self.ended = True
+            self.close("terminal")
 
 
 class FirehoseWatcher(Watcher):
@@ -314,6 +343,11 @@ async def serve(
 ) -> None:
     """Hold the stream open until the watcher closes, the max age passes or the client goes."""
     watchers.watchers.add(watcher)
+    watchers.by_slot[watcher.hb_slot].add(watcher)
+    watcher.backlog = watchers.backlog
+    if watcher.transport.get_write_buffer_size():  # left over from the replay
+        watcher.stalled_since = time.monotonic()
+        watchers.backlog.add(watcher)
     try:
         timeout = None
         if max_age_s > 0:
@@ -330,6 +364,8 @@ async def serve(
                 await watcher.resp.write_eof()
     finally:
         watchers.watchers.discard(watcher)
+        watchers.by_slot[watcher.hb_slot].discard(watcher)
+        watchers.backlog.discard(watcher)
 
 
 def snapshot_data(job: Any) -> bytes:
