@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/progress_rate.py
 	$(BIN)/python bench/sse_fanout.py
+	$(BIN)/python bench/chaos.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format service workers tests bench
