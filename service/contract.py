@@ -30,7 +30,6 @@ EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 State = Literal["queued", "scheduled", "running", "succeeded", "failed", "cancelled"]
 STATES: tuple[str, ...] = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-TERMINAL_EVENTS = TERMINAL
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford, lower case
 

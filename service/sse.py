@@ -103,24 +103,9 @@ class Watcher:
     def on_reset(self) -> None:
         self.close("reset")
 
-    def accepts(self, data: bytes) -> bool:
-        return True
-
     def write_event(self, eid: bytes, typ: bytes, data: bytes) -> None:
-        key = event_key(eid)
-        if key <= self.sent or not self.accepts(data):
-            return
-        self.sent = key
-        self.write_raw(chunk(frame(self.out_id(eid, data), typ, data)))
-        if typ in _TERMINAL_B and self.ends_on_terminal():
-            self.ended = True
-            self.close("terminal")
-
-    def out_id(self, eid: bytes, data: bytes) -> bytes:
-        return eid
-
-    def ends_on_terminal(self) -> bool:
-        return True
+        """Write one live event (each subclass dedupes by its own notion of position)."""
+        raise NotImplementedError
 
     def write_raw(self, data: bytes) -> None:
         t = self.transport
@@ -290,14 +275,16 @@ class FirehoseWatcher(Watcher):
                 return False
         return True
 
-    def ends_on_terminal(self) -> bool:
-        return False
-
     def write_event(self, eid: bytes, typ: bytes, data: bytes) -> None:
-        # dedupe per partition: the job id decides the partition
         if self.keys.partitions == 1:
-            super().write_event(eid, typ, data)
+            key = event_key(eid)
+            if key <= self.sent:
+                return
+            self.sent = key
+            if self.accepts(data):
+                self.write_raw(chunk(frame(eid, typ, data)))
             return
+        # dedupe per partition: the job id decides the partition
         job = data[8 : data.index(b'"', 8)].decode()  # data starts with {"job":"<id>"
         k = self.keys.partition(job)
         if event_key(eid) <= event_key(self.position[k]):

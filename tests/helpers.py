@@ -157,16 +157,13 @@ class Stack:
         self.workers.append(p)
         if wait:
             producer = await self.producer()
-            want = processes + sum(1 for _ in self.live_supervisors()) * 0
+            want = processes
 
             async def registered() -> bool:
                 return len(await producer.live_workers()) >= want
 
             await eventually(registered, timeout=20, what="workers registered")
         return p
-
-    def live_supervisors(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.workers if p.poll() is None]
 
     def log(self, name: str) -> str:
         path = self.logdir / f"{name}.log"
