@@ -182,6 +182,19 @@ def start_service(url: str, port: int, logdir: Path) -> Proc:
     return Proc([sys.executable, "-m", "service"], env, logdir / "service.log", cwd=logdir)
 
 
+async def worker_up(p: Any, w: Proc, timeout: float = 60.0) -> None:
+    """Wait until the worker runs jobs: submit no-ops until one finishes (or give up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await p.submit("bench.noop", {})
+        try:
+            await p.wait(job.id, timeout=15)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline or not w.alive():
+                raise RuntimeError(f"worker did not come up; see {w.log_path}") from None
+
+
 # -- INFO --------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from common import (  # bench/ is the script's directory
     start_workers,
     sync_client,
     table,
+    worker_up,
 )
 
 from service import contract
@@ -135,15 +136,7 @@ async def main() -> None:
         w = start_workers(url, 1, Path(tmp))
         try:
             async with Producer.from_url(url, prefix=PREFIX) as p:
-                deadline = time.monotonic() + 60
-                while True:  # wait for the worker
-                    job = await p.submit("bench.noop", {})
-                    try:
-                        await p.wait(job.id, timeout=15)
-                        break
-                    except TimeoutError:
-                        if time.monotonic() > deadline or not w.alive():
-                            raise RuntimeError(f"worker did not start; see {w.log_path}") from None
+                await worker_up(p, w)
                 for mode in a.modes.split(","):
                     hold = 0.5 if mode.endswith("-hold") else 0.0
                     res = await one(p, url, tasks[mode], a.n, hold)

@@ -48,6 +48,7 @@ from common import (
     start_workers,
     sync_client,
     table,
+    worker_up,
 )
 
 import bench.tasks  # noqa: F401  (registers bench.noop so the producer validates like the API)
@@ -206,15 +207,7 @@ async def bench_rt(url: str, n: int, logdir: Path, warmup: int = 20) -> dict[str
     w = start_workers(url, 1, logdir)
     try:
         async with Producer.from_url(url, prefix=PREFIX) as p:
-            deadline = time.monotonic() + 60
-            while True:  # the first job waits for the worker to come up
-                job = await p.submit("bench.noop", {})
-                try:
-                    await p.wait(job.id, timeout=15)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline or not w.alive():
-                        raise RuntimeError(f"worker did not come up; see {w.log_path}") from None
+            await worker_up(p, w)
             for _ in range(warmup):
                 job = await p.submit("bench.noop", {})
                 await p.wait(job.id, timeout=30)
