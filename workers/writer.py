@@ -81,7 +81,6 @@ class Writer:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        self.written = 0
         self._busy = False
 
     def start(self) -> None:
@@ -200,7 +199,6 @@ class Writer:
             flat = [x for _, op, _ in items for x in op]
             args = contract.script_args(self._keys, self._limits, k, "apply", len(items), *flat)
             res = await contract.call(self._r, args)
-            self.written += len(items)
             for (job, _op, fut), verdict in zip(items, res, strict=True):
                 v = verdict.decode()
                 if v == "fenced" and not job.lost:
