@@ -11,9 +11,9 @@ import sys
 import structlog
 from aiohttp import web
 
-from service import config as config_mod
-from service import embedded, logs
-from service.procs import Child, Supervisor, child_env
+from service.core import config as config_mod
+from service.core import embedded, logs
+from service.core.procs import Child, Supervisor, child_env
 
 log = structlog.get_logger("tidings.http")
 
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
-    from service.app import create_app
+    from service.http.app import create_app
+    from workers.registry import load_modules
+
+    # the composition root: the task modules named in workers.tasks give submit-time validation
+    registry = load_modules(cfg.workers.tasks)
 
     try:
         import uvloop
@@ -69,7 +73,7 @@ def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
         pass
 
     async def go() -> None:
-        app = create_app(cfg, url)
+        app = create_app(cfg, url, registry)
         runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=5, keepalive_timeout=cfg.http.keepalive_s
         )

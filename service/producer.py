@@ -1,40 +1,51 @@
-"""Submit and follow jobs from Python, with no HTTP hop. The HTTP API is built on this class."""
+"""Submit and follow jobs from Python, with no HTTP hop. The HTTP API is built on this class.
+
+async with Producer.from_url("redis://127.0.0.1:6379/0") as p:
+    job = await p.submit("demo.count", {"n": 5})
+    async for event in p.watch(job.id):
+        print(event.type, event.data)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 
-from service import contract
-from service.config import Config, JobsConfig
-from service.contract import (
-    GROUP,
+from service.core import connect, follow
+from service.core.config import Config, JobsConfig, RedisConfig
+from service.core.durable import Durability
+from service.core.errors import Conflict, Invalid, NotFound, TooMany
+from service.core.hub import Hub
+from service.core.keys import Keys
+from service.core.queues import Queues
+from service.core.scripts import Call, Limits, NewJob, Ops, new_request_id
+from service.core.store import JobStore, check_id
+from service.core.tasks import Catalog, TaskSpec
+from service.core.wire import (
     IDEM_RE,
-    JOB_ID_RE,
-    QUEUE_RE,
-    STATES,
     TASK_RE,
-    TERMINAL,
-    Event,
     Job,
-    Keys,
-    Limits,
+    Progress,
+    StoredEvent,
+    WatchEvent,
+    idempotent_job_id,
+    iso,
+    new_job_id,
 )
-from service.errors import Conflict, Invalid, NotFound
-from service.hub import Hub
-from workers.registry import REGISTRY, TaskSpec
+from service.queries import Queries, QueueStats
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 MAX_DELAY_S = 366 * 86400.0
 MAX_TIMEOUT_S = 7 * 86400.0
 BATCH = 100  # jobs per script call in submit_many: short calls, packed while the last one runs
+T = TypeVar("T")
 
 
 class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -42,20 +53,11 @@ class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     task: str
     payload: Any = None
-    queue: str = "default"
+    queue: str | None = None
     delay_s: float = 0.0
     max_attempts: int | None = None
     timeout_s: float | None = None
     idempotency_key: str | None = None
-
-
-class QueueStats(msgspec.Struct, kw_only=True):
-    name: str
-    queued: int = 0
-    running: int = 0
-    scheduled: int = 0
-    dead: int = 0
-    workers: int = 0
 
 
 class Submitted(msgspec.Struct, kw_only=True):
@@ -72,11 +74,11 @@ def limits_from(cfg: JobsConfig) -> Limits:
 
 
 class Producer:
-    """Submit, inspect, wait for, cancel and retry jobs.
+    """Submit, inspect, wait for, watch, cancel and retry jobs.
 
-    `registry` holds the tasks known in this process: their payloads are validated and normalised
-    at submit. With `strict`, a task not in it is refused (the HTTP API is strict); otherwise the
-    payload goes through as given and the worker validates it.
+    `registry` holds the tasks this process has (their payloads are validated and normalised
+    at submit); other tasks are looked up in the deployment's task catalog (published by the
+    workers), and a name found in neither is refused.
     """
 
     def __init__(
@@ -85,19 +87,26 @@ class Producer:
         *,
         keys: Keys | None = None,
         jobs: JobsConfig | None = None,
-        registry: dict[str, TaskSpec] | None = None,
-        strict: bool = False,
+        registry: Mapping[str, TaskSpec] | None = None,
+        redis_config: RedisConfig | None = None,
         owns_client: bool = False,
+        hub_client: Any = None,
     ) -> None:
-        # an asyncio redis.Redis with decode_responses=False (typed Any: redis-py's return
-        # types are bytes|str unions that do not narrow)
+        # an asyncio client (single, cluster or sentinel) with decode_responses=False
         self.redis: Any = r
         self.keys = keys or Keys()
         self.jobs_config = jobs or JobsConfig()
         self.limits = limits_from(self.jobs_config)
-        self.registry = REGISTRY if registry is None else registry
-        self.strict = strict
+        self.ops = Ops(self.keys, self.limits)
+        self.registry: Mapping[str, TaskSpec] = registry or {}
+        self.store = JobStore(r, self.keys)
+        self.queries = Queries(r, self.keys)
+        self.catalog = Catalog(r, self.keys)
+        self.queue_registry = Queues(r, self.keys, self.ops, cap=self.jobs_config.max_queues)
+        rc = redis_config or RedisConfig()
+        self.durability = Durability(r, rc.wait_replicas, rc.wait_timeout_ms)
         self._owns_client = owns_client
+        self._hub_client = hub_client
         self._hub: Hub | None = None
 
     @classmethod
@@ -108,13 +117,29 @@ class Producer:
         prefix: str = "tidings",
         partitions: int = 1,
         config: Config | None = None,
-        **kw: Any,
+        registry: Mapping[str, TaskSpec] | None = None,
     ) -> Producer:
+        """A Producer on its own clients. `url` may be "embedded": the embedded server that
+        `make run` (or `python -m service`) started for this directory or this user."""
+        cfg = config or Config()
         if config is not None:
             prefix, partitions = config.redis.prefix, config.redis.partitions
-            kw.setdefault("jobs", config.jobs)
-        r = aioredis.Redis.from_url(url, **contract.client_options())
-        return cls(r, keys=Keys(prefix, partitions), owns_client=True, **kw)
+        if url == "embedded":
+            from service.core import embedded
+
+            url = embedded.discover(cfg)
+        rc = cfg.redis
+        r = connect.connect(rc, url)
+        hub_r = connect.connect(rc, url, max_connections=partitions + 2)
+        return cls(
+            r,
+            keys=Keys(prefix, partitions),
+            jobs=cfg.jobs,
+            registry=registry,
+            redis_config=rc,
+            owns_client=True,
+            hub_client=hub_r,
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -130,22 +155,31 @@ class Producer:
             self._hub = None
         if self._owns_client:
             await self.redis.aclose()
+            if self._hub_client is not None:
+                await self._hub_client.aclose()
 
     @property
     def hub(self) -> Hub:
+        """This producer's firehose reader (started on first use): blocking reads on clients
+        of their own, so they never hold up submits."""
         if self._hub is None:
-            self._hub = Hub(self.redis, self.keys)
+            self._hub = Hub(self._hub_client or self.redis, self.keys)
         return self._hub
 
     # -- submit ---------------------------------------------------------------------------
 
-    def _prepare(self, req: SubmitRequest) -> tuple[int, list[Any]]:
-        """Validate one submission; return its partition and its 8 script fields."""
+    async def _prepare(self, req: SubmitRequest, traceparent: str = "") -> NewJob:
+        """Validate one submission into what the submit script takes."""
         if not TASK_RE.match(req.task):
             raise Invalid("invalid task name", path="$.task")
-        if not QUEUE_RE.match(req.queue):
-            raise Invalid("invalid queue name", path="$.queue")
         spec = self.registry.get(req.task)
+        info = None if spec is not None else await self.catalog.get(req.task)
+        if spec is None and info is None:
+            raise Invalid(f"unknown task {req.task!r}: no worker has registered it", path="$.task")
+        known = spec or info
+        assert known is not None
+        queue = req.queue or known.queue or "default"
+        await self.queue_registry.ensure(queue)
         payload = req.payload
         _check_ints(payload, "$.payload")
         if spec is not None:
@@ -154,54 +188,56 @@ class Producer:
             except msgspec.ValidationError as e:
                 msg, _, where = str(e).partition(" - at `$")
                 raise Invalid(msg, path="$.payload" + where.rstrip("`")) from e
-        elif self.strict:
-            raise Invalid(f"unknown task {req.task!r}", path="$.task")
         if not (math.isfinite(req.delay_s) and 0 <= req.delay_s <= MAX_DELAY_S):
             raise Invalid(f"delay_s must be between 0 and {MAX_DELAY_S:.0f}", path="$.delay_s")
         max_attempts = req.max_attempts
         if max_attempts is None:
-            max_attempts = (spec and spec.max_attempts) or self.jobs_config.max_attempts
+            max_attempts = known.max_attempts or self.jobs_config.max_attempts
         if not 1 <= max_attempts <= 1000:
             raise Invalid("max_attempts must be between 1 and 1000", path="$.max_attempts")
         timeout = req.timeout_s
         if timeout is None:
-            timeout = (spec and spec.timeout_s) or self.jobs_config.timeout_s or None
+            timeout = known.timeout_s or self.jobs_config.timeout_s or None
         if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
             raise Invalid(f"timeout_s must be in (0, {MAX_TIMEOUT_S:.0f}]", path="$.timeout_s")
+        call_id = ""
         if req.idempotency_key is not None:
             if not IDEM_RE.match(req.idempotency_key):
                 raise Invalid(
                     "idempotency_key: 1-200 printable ASCII characters", path="$.idempotency_key"
                 )
-            job_id = contract.idempotent_job_id(self.keys.prefix, req.idempotency_key)
+            job_id = idempotent_job_id(self.keys.prefix, req.idempotency_key)
+            call_id = new_request_id()
         else:
-            job_id = contract.new_job_id()
+            job_id = new_job_id()
         try:
             encoded = _encode(payload)
         except (TypeError, ValueError, OverflowError) as e:
             raise Invalid(f"payload is not JSON: {e}", path="$.payload") from e
-        fields = [
-            job_id,
-            req.task,
-            req.queue,
-            encoded,
-            max_attempts,
-            "" if timeout is None else repr(float(timeout)),
-            int(req.delay_s * 1000),
-            req.idempotency_key or "",
-        ]
-        return self.keys.partition(job_id), fields
+        return NewJob(
+            id=job_id,
+            task=req.task,
+            queue=queue,
+            payload=encoded,
+            max_attempts=max_attempts,
+            timeout_s=timeout,
+            delay_ms=int(req.delay_s * 1000),
+            idempotency_key=req.idempotency_key,
+            call_id=call_id,
+            traceparent=traceparent,
+        )
 
     async def submit(
         self,
         task: str,
         payload: Any = None,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         delay_s: float = 0.0,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> Job:
         """Submit one job; with an idempotency key already used, return that job instead."""
         req = SubmitRequest(
@@ -213,286 +249,142 @@ class Producer:
             timeout_s=timeout_s,
             idempotency_key=idempotency_key,
         )
-        return (await self.submit_request(req)).job
+        return (await self.submit_request(req, traceparent=traceparent)).job
 
-    async def submit_request(self, req: SubmitRequest) -> Submitted:
-        k, fields = self._prepare(req)
-        res = await contract.call(
-            self.redis, contract.script_args(self.keys, self.limits, k, "submit", 1, *fields)
-        )
-        created, job_id, state, created_at = res[0]
-        if not created:
-            return Submitted(job=await self.get(job_id.decode()), created=False)
-        return Submitted(job=self._fresh(fields, state.decode(), created_at.decode()), created=True)
+    async def submit_request(
+        self, req: SubmitRequest, *, traceparent: str | None = None
+    ) -> Submitted:
+        new = await self._prepare(req, traceparent or "")
+        await self._check_cap({new.queue})
+        k = self.keys.partition(new.id)
+        rows = await self.durability.run(self.ops.submit(k, [new]))
+        row = rows[0]
+        # a fresh random id that already exists was created by an earlier try of this call
+        if row.created or row.again or new.idempotency_key is None:
+            return Submitted(job=_fresh(new, row.state, row.created_ms), created=True)
+        return Submitted(job=await self.get(new.id), created=False)
 
-    def _fresh(self, fields: list[Any], state: str, created_at: str) -> Job:
-        job_id, task, queue, payload, max_attempts, timeout = fields[:6]
-        return Job(
-            id=job_id,
-            task=task,
-            queue=queue,
-            state=state,
-            attempt=0,
-            max_attempts=int(max_attempts),
-            progress=contract.Progress(),
-            payload=msgspec.json.decode(payload),
-            created_at=created_at,
-            timeout_s=float(timeout) if timeout else None,
-        )
-
-    async def submit_many(self, items: Iterable[tuple[str, Any] | SubmitRequest]) -> list[Job]:
-        """Submit many jobs in few round trips (one script call per partition and batch)."""
-        prepared: list[tuple[int, list[Any]]] = []
+    async def submit_many(
+        self,
+        items: Iterable[tuple[str, Any] | SubmitRequest],
+        *,
+        traceparent: str | None = None,
+    ) -> list[Job]:
+        """Submit many jobs in few round trips (one script call per partition and batch of
+        100), all validated before any is written."""
+        prepared: list[NewJob] = []
         for it in items:
             req = it if isinstance(it, SubmitRequest) else SubmitRequest(task=it[0], payload=it[1])
-            prepared.append(self._prepare(req))
-        by_part: dict[int, list[list[Any]]] = {}
-        for k, fields in prepared:
-            by_part.setdefault(k, []).append(fields)
-        results: dict[int, list[Any]] = {}
-        for k, rows in by_part.items():
-            out: list[Any] = []
+            prepared.append(await self._prepare(req, traceparent or ""))
+        await self._check_cap({new.queue for new in prepared})
+        by_part: dict[int, list[NewJob]] = {}
+        for new in prepared:
+            by_part.setdefault(self.keys.partition(new.id), []).append(new)
+        rows_of: dict[str, Any] = {}
+        for k, news in by_part.items():
             # one chunk in flight while the next is packed; chunks land in order (FIFO)
             pending: asyncio.Task[Any] | None = None
-            for i in range(0, len(rows), BATCH):
-                chunk = rows[i : i + BATCH]
-                flat = [x for row in chunk for x in row]
-                args = contract.script_args(self.keys, self.limits, k, "submit", len(chunk), *flat)
+            chunks: list[list[NewJob]] = []
+            for i in range(0, len(news), BATCH):
+                chunk = news[i : i + BATCH]
+                call = self.ops.submit(k, chunk)
                 if pending is not None:
-                    out.extend(await pending)
-                pending = asyncio.ensure_future(contract.call(self.redis, args))
+                    for new, row in zip(chunks[-1], await pending, strict=True):
+                        rows_of[new.id] = row
+                chunks.append(chunk)
+                pending = asyncio.ensure_future(self.durability.run(call))
                 await asyncio.sleep(0)  # let it go out now, then pack the next chunk meanwhile
             if pending is not None:
-                out.extend(await pending)
-            results[k] = out
+                for new, row in zip(chunks[-1], await pending, strict=True):
+                    rows_of[new.id] = row
         jobs: list[Job] = []
-        cursor = dict.fromkeys(by_part, 0)
-        for k, fields in prepared:
-            created, job_id, state, created_at = results[k][cursor[k]]
-            cursor[k] += 1
-            if created:
-                jobs.append(self._fresh(fields, state.decode(), created_at.decode()))
+        for new in prepared:
+            row = rows_of[new.id]
+            if row.created or row.again or new.idempotency_key is None:
+                jobs.append(_fresh(new, row.state, row.created_ms))
             else:
-                jobs.append(await self.get(job_id.decode()))
+                jobs.append(await self.get(new.id))
         return jobs
+
+    async def _check_cap(self, queues: set[str]) -> None:
+        cap = self.jobs_config.max_queued
+        if cap > 0:
+            for q in queues:
+                if await self.queries.unfinished(q) >= cap:
+                    raise TooMany(f"queue {q!r} holds {cap} unfinished jobs")
 
     # -- read -----------------------------------------------------------------------------
 
-    def _check_id(self, job_id: str) -> None:
-        if not JOB_ID_RE.match(job_id):
-            raise NotFound("no such job")
-
     async def get(self, job_id: str) -> Job:
         """The job's current snapshot (NotFound when it does not exist or has expired)."""
-        self._check_id(job_id)
-        h = await self.redis.hgetall(self.keys.job(job_id))
-        if not h:
-            raise NotFound("no such job")
-        return contract.job_from_hash(job_id, h)
+        return await self.store.get(job_id)
 
-    async def snapshot(self, job_id: str) -> tuple[Job, list[Event]]:
-        """The job and all its retained events, read atomically."""
-        self._check_id(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.job(job_id))
-            pipe.lrange(self.keys.events(job_id), 0, -1)
-            h, raw = await pipe.execute()
-        if not h:
-            raise NotFound("no such job")
-        return contract.job_from_hash(job_id, h), [Event.from_list_item(x) for x in raw]
+    async def snapshot(self, job_id: str) -> tuple[Job, list[StoredEvent]]:
+        """The job and all its retained events, read at one instant."""
+        return await self.store.snapshot(job_id)
 
-    async def events(self, job_id: str) -> list[Event]:
-        return (await self.snapshot(job_id))[1]
+    async def events(self, job_id: str) -> list[StoredEvent]:
+        return (await self.store.snapshot(job_id))[1]
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Follow the job's events until it is finished; return its final snapshot.
+        """Follow the job's events until it is finished; return its final snapshot."""
+        check_id(job_id)
+        return await follow.wait(self.store, self.hub, job_id, timeout)
 
-        The snapshot is read once, after subscribing, and brought up to date from the events
-        that follow, so a wait costs no extra read at the end."""
-        self._check_id(job_id)
-        hub = self.hub
-        await hub.ready()
-        waiter = _Follower()
-        hub.subscribe(job_id, waiter)
-        try:
-            job = await self.get(job_id)
-            async with asyncio.timeout(timeout):
-                while True:
-                    for data in waiter.drain():
-                        contract.apply_event(job, data)
-                    if job.state in TERMINAL:
-                        return job
-                    if waiter.reset:
-                        waiter.reset = False
-                        job = await self.get(job_id)
-                        continue
-                    await waiter.wake()
-        finally:
-            hub.unsubscribe(job_id, waiter)
-
-    async def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        task: str | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Job], str | None]:
-        """Newest first. `cursor` is the `next` of the previous page."""
-        if state is not None and state not in STATES:
-            raise Invalid("unknown state", path="state")
-        limit = max(1, min(limit, 500))
-        before: tuple[float, str] | None = None
-        if cursor:
-            ms, _, last_id = cursor.partition(":")
-            try:
-                before = (float(ms), last_id)
-            except ValueError as e:
-                raise Invalid("bad cursor", path="cursor") from e
-        out: list[Job] = []
-        scan_max = "+inf" if before is None else repr(before[0])
-        while len(out) < limit:
-            page: list[tuple[float, str]] = []
-            for k in range(self.keys.partitions):
-                rows = await self.redis.zrevrangebyscore(
-                    self.keys.index(k), scan_max, "-inf", start=0, num=limit * 4, withscores=True
-                )
-                page.extend((score, m.decode()) for m, score in rows)
-            page.sort(reverse=True)
-            if before is not None:
-                page = [p for p in page if p < before]
-            if not page:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _, jid in page:
-                    pipe.hgetall(self.keys.job(jid))
-                hashes = await pipe.execute()
-            for (score, jid), h in zip(page, hashes, strict=True):
-                before = (score, jid)
-                if not h:
-                    continue
-                job = contract.job_from_hash(jid, h)
-                if (state and job.state != state) or (task and job.task != task):
-                    continue
-                if queue and job.queue != queue:
-                    continue
-                out.append(job)
-                if len(out) >= limit:
-                    break
-            scan_max = repr(before[0]) if before else "+inf"
-            if len(page) < limit * 4:
-                break
-        nxt = f"{before[0]:.0f}:{before[1]}" if before and len(out) >= limit else None
-        return out, nxt
+    def watch(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[WatchEvent]:
+        """The job's events (after `last_event_id`), then live ones, until the terminal event:
+        the same iterator `service.client.Client.watch` gives over HTTP."""
+        check_id(job_id)
+        return follow.watch(self.store, self.hub, job_id, last_event_id)
 
     async def queues(self) -> dict[str, QueueStats]:
-        """Per queue: queued, running, scheduled, dead, and live workers consuming it."""
-        names: set[str] = set()
-        for k in range(self.keys.partitions):
-            names.update(m.decode() for m in await self.redis.smembers(self.keys.queue_names(k)))
-        workers = await self.live_workers()
-        stats = {n: QueueStats(name=n) for n in sorted(names)}
-        for w in workers:
-            for q in w.get("queues", []):
-                stats.setdefault(q, QueueStats(name=q)).workers += 1
-        async with self.redis.pipeline(transaction=False) as pipe:
-            order: list[tuple[str, int]] = []
-            for n in stats:
-                for k in range(self.keys.partitions):
-                    pipe.xlen(self.keys.queue(k, n))
-                    pipe.xinfo_groups(self.keys.queue(k, n))
-                    pipe.zcard(self.keys.sched(k, n))
-                    pipe.zcard(self.keys.dead(k, n))
-                    order.append((n, k))
-            res = await pipe.execute(raise_on_error=False)
-        for i, (n, _) in enumerate(order):
-            xlen, groups, sched, dead = res[4 * i : 4 * i + 4]
-            pending = 0
-            if isinstance(groups, list):
-                for g in groups:
-                    if g.get("name") in (GROUP, GROUP.encode()):
-                        pending = int(g.get("pending", 0))
-            s = stats[n]
-            xlen = xlen if isinstance(xlen, int) else 0
-            s.running += pending
-            s.queued += max(0, xlen - pending)
-            s.scheduled += sched if isinstance(sched, int) else 0
-            s.dead += dead if isinstance(dead, int) else 0
-        return stats
-
-    async def take_rate(self, principal: str, per_second: float) -> bool:
-        """Count one submit against `principal`'s per-second budget (shared by all processes)."""
-        key = self.keys.rate(principal, int(time.time()))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 2)
-            count, _ = await pipe.execute()
-        return int(count) <= per_second
-
-    async def unfinished(self, queue: str) -> int:
-        """Entries in the queue's streams: queued and running jobs (scheduled ones excluded)."""
-        if not QUEUE_RE.match(queue):
-            return 0
-        total = 0
-        for k in range(self.keys.partitions):
-            total += int(await self.redis.xlen(self.keys.queue(k, queue)))
-        return total
-
-    async def live_workers(self) -> list[dict[str, Any]]:
-        """Workers whose heartbeat is fresh, with the queues and tasks they serve."""
-        names = await self.redis.zrangebyscore(self.keys.workers(), "-inf", "+inf")
-        if not names:
-            return []
-        raw = await self.redis.mget([self.keys.worker(n.decode()) for n in names])
-        return [msgspec.json.decode(x) for x in raw if x]
-
-    async def dead(self, queue: str, *, limit: int = 100) -> list[Job]:
-        """Dead-lettered jobs of a queue, most recent first."""
-        if not QUEUE_RE.match(queue):
-            raise Invalid("invalid queue name", path="queue")
-        ids: list[tuple[float, str]] = []
-        for k in range(self.keys.partitions):
-            rows = await self.redis.zrevrange(
-                self.keys.dead(k, queue), 0, limit - 1, withscores=True
-            )
-            ids.extend((s, m.decode()) for m, s in rows)
-        ids.sort(reverse=True)
-        jobs = []
-        for _, jid in ids[:limit]:
-            try:
-                jobs.append(await self.get(jid))
-            except NotFound:
-                continue
-        return jobs
+        """Per queue: queued, running, scheduled, dead, live workers, paused."""
+        return await self.queries.queues()
 
     # -- control --------------------------------------------------------------------------
-
-    async def _control(self, op: str, job_id: str) -> tuple[str, str]:
-        self._check_id(job_id)
-        k = self.keys.partition(job_id)
-        status, state = await contract.call(
-            self.redis, contract.script_args(self.keys, self.limits, k, op, job_id)
-        )
-        status, state = status.decode(), state.decode()
-        if status == "missing":
-            raise NotFound("no such job")
-        return status, state
 
     async def cancel(self, job_id: str) -> str:
         """'cancelled' when it was stopped at once, 'requested' when running (the worker stops
         it within about a second). Conflict when already finished."""
-        status, state = await self._control("cancel", job_id)
-        if status == "finished":
-            raise Conflict(f"job already {state}")
-        return "cancelled" if status == "done" else "requested"
+        queue = await self.store.queue_of(job_id)
+        minute = int(time.time() // 60)
+        res = await self.durability.run(
+            self.ops.cancel(job_id, queue, new_request_id(), minute), retry=True
+        )
+        if res.status == "missing":
+            raise NotFound("no such job")
+        if res.status == "finished":
+            raise Conflict(f"job already {res.state}")
+        return "cancelled" if res.status == "done" else "requested"
 
     async def retry(self, job_id: str) -> Job:
         """Put a failed or cancelled job back in its queue with fresh attempts."""
-        status, state = await self._control("retry", job_id)
-        if status == "conflict":
-            raise Conflict(f"only failed or cancelled jobs can be retried (job is {state})")
+        queue = await self.store.queue_of(job_id)
+        res = await self.durability.run(self.ops.retry(job_id, queue, new_request_id()), retry=True)
+        if res.status == "missing":
+            raise NotFound("no such job")
+        if res.status == "conflict":
+            raise Conflict(f"only failed or cancelled jobs can be retried (job is {res.state})")
         return await self.get(job_id)
+
+    async def take_rate(self, principal: str, per_second: float) -> bool:
+        """Count one submit against `principal`'s per-second budget (shared by all processes)."""
+        return await self.queries.take_rate(principal, per_second)
+
+
+def _fresh(new: NewJob, state: str, created_ms: int) -> Job:
+    return Job(
+        id=new.id,
+        task=new.task,
+        queue=new.queue,
+        state=state,
+        attempt=0,
+        max_attempts=new.max_attempts,
+        progress=Progress(),
+        payload=_decode(new.payload),
+        created_at=iso(created_ms),
+        timeout_s=new.timeout_s,
+    )
 
 
 def _check_ints(value: Any, path: str) -> None:
@@ -511,31 +403,6 @@ def _check_ints(value: Any, path: str) -> None:
         raise Invalid("payload nested too deeply", path=path) from e
 
 
-class _Follower:
-    """Collects one job's events from the hub for `wait`."""
-
-    def __init__(self) -> None:
-        self._events: list[bytes] = []
-        self._wake = asyncio.Event()
-        self.reset = False
-
-    def on_event(self, eid: bytes, job: str, typ: bytes, data: bytes) -> None:
-        self._events.append(data)
-        self._wake.set()
-
-    def on_reset(self) -> None:
-        self.reset = True
-        self._wake.set()
-
-    def drain(self) -> list[bytes]:
-        out, self._events = self._events, []
-        return out
-
-    async def wake(self) -> None:
-        await self._wake.wait()
-        self._wake.clear()
-
-
 class SyncProducer:
     """The Producer for code without an event loop (Django views, scripts, Celery tasks).
 
@@ -546,7 +413,7 @@ class SyncProducer:
             done = p.wait(job.id, timeout=30)
     """
 
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Callable[[], Producer]) -> None:
         import threading
 
         self._loop = asyncio.new_event_loop()
@@ -556,9 +423,8 @@ class SyncProducer:
         self._thread.start()
         self._async: Producer = self._run(self._build(make))
 
-    async def _build(self, make: Any) -> Producer:
-        p: Producer = make()
-        return p
+    async def _build(self, make: Callable[[], Producer]) -> Producer:
+        return make()
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> SyncProducer:
@@ -606,3 +472,6 @@ class SyncProducer:
     def retry(self, job_id: str) -> Job:
         job: Job = self._run(self._async.retry(job_id))
         return job
+
+
+__all__ = ["Call", "Producer", "SubmitRequest", "Submitted", "SyncProducer"]

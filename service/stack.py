@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service import config as config_mod
-from service import embedded, logs
-from service.procs import Child, Supervisor, child_env
+from service.core import config as config_mod
+from service.core import embedded, logs
+from service.core.procs import Child, Supervisor, child_env
 
 
 def main(argv: list[str] | None = None) -> int:

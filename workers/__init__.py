@@ -6,7 +6,8 @@ from workers import task, Context
 async def count(ctx: Context, payload: CountArgs) -> CountResult: ...
 """
 
+from service.core.tasks import TaskSpec
 from workers.context import Context
-from workers.registry import REGISTRY, TaskSpec, task
+from workers.registry import REGISTRY, task
 
 __all__ = ["REGISTRY", "Context", "TaskSpec", "task"]

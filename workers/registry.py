@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
-import msgspec
-
-from service.contract import TASK_RE
+from service.core.tasks import TaskSpec
+from service.core.wire import QUEUE_RE, TASK_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    fn: Callable[..., Any]
-    payload_type: Any
-    is_async: bool
-    max_attempts: int | None
-    timeout_s: float | None
-    queue: str | None
-
-    def decode_payload(self, raw: Any) -> Any:
-        """Convert decoded JSON into the declared payload type (raises msgspec.ValidationError)."""
-        return msgspec.convert(raw, self.payload_type)
-
-    def schema(self) -> dict[str, Any]:
-        """JSON Schema of the payload; {} when the type has none (the form falls back to JSON)."""
-        try:
-            return msgspec.json.schema(self.payload_type, schema_hook=_schema_hook)
-        except (TypeError, ValueError):
-            return {}
-
-
-def _schema_hook(t: Any) -> dict[str, Any]:
-    if t is object:
-        return {"description": "any JSON value"}
-    raise NotImplementedError
-
-
+# filled by @task as task modules are imported; handed explicitly to the Worker and Producer
 REGISTRY: dict[str, TaskSpec] = {}
 
 
@@ -54,9 +25,12 @@ def task(
     queue: str | None = None,
 ) -> Callable[[F], F]:
     """Register `fn(ctx, payload)` as the task `name`. The payload's annotation (a msgspec Struct,
-    dict, list, ...) decides how submitted payloads are validated and decoded."""
+    dict, list, ...) decides how submitted payloads are validated and decoded. `queue` is where
+    its jobs go when a submit names none (else "default")."""
     if not TASK_RE.match(name):
         raise ValueError(f"invalid task name {name!r}")
+    if queue is not None and not QUEUE_RE.match(queue):
+        raise ValueError(f"invalid queue name {queue!r}")
 
     def register(fn: F) -> F:
         params = list(inspect.signature(fn).parameters.values())
@@ -78,9 +52,12 @@ def task(
     return register
 
 
-def load_modules(modules: list[str]) -> None:
-    """Import task modules so their @task decorators run."""
-    import importlib
-
+def load_modules(modules: list[str]) -> dict[str, TaskSpec]:
+    """Import task modules so their @task decorators run; the tasks they define."""
+    before = set(REGISTRY)
     for m in modules:
         importlib.import_module(m)
+    names = set(REGISTRY) - before
+    return {n: REGISTRY[n] for n in names} | {
+        n: s for n, s in REGISTRY.items() if s.fn.__module__ in modules
+    }

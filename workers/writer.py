@@ -2,8 +2,9 @@
 partition and loop turn, in the order they happened.
 
 Progress is coalesced per job: at most one write per `interval` seconds, always the newest value,
-and a job's pending progress is written before its finish. Writes that fail because Redis is away
-are retried until they land; nothing a task reported is dropped, except what fencing refuses.
+and a job's pending progress is written before its finish. Writes that fail because Redis is away,
+full or failing over are retried until they land (each carries a sequence number, so a re-sent
+batch is not applied twice); nothing a task reported is dropped, except what fencing refuses.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
-import redis.exceptions
 import structlog
 
-from service import contract
-from service.contract import Keys, Limits
+from service.core.durable import Durability
+from service.core.retry import Backoff, is_transient
+from service.core.scripts import Ops, Write
+from service.core.wire import SLog, SProgress, encode_stored
 
 log = structlog.get_logger("tidings.worker")
 _encode = msgspec.json.Encoder().encode
@@ -33,17 +34,24 @@ class Running:
     id: str
     run: int
     attempt: int
+    max_attempts: int
     task: str
     queue: str
     partition: int
     entry: str
+    traceparent: str = ""
+    seq: int = 0  # writes sent for this run (the script applies each once)
     pending_progress: tuple[float, float | None, str | None] | None = None
     next_progress_at: float = 0.0
     progress_queued: bool = False
     lost: bool = False
-    cancel_reason: str | None = None  # 'cancel' | 'lost' | 'shutdown' | 'timeout'
+    cancel_reason: str | None = None  # 'cancel' | 'lost' | 'shutdown'
     handle: asyncio.Task[None] | None = None
     on_cancel: list[Callable[[], None]] = field(default_factory=list)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
 
 def _num(v: float | None) -> str:
@@ -52,45 +60,46 @@ def _num(v: float | None) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def progress_fragment(cur: float, tot: float | None, msg: str | None) -> bytes:
-    frag = b',"current":' + _num(cur).encode()
-    if tot is not None:
-        frag += b',"total":' + _num(tot).encode()
-    if msg is not None:
-        frag += b',"message":' + _encode(msg)
-    return frag
+def _number(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+Item = tuple[Running, Write, "asyncio.Future[str] | None"]
 
 
 class Writer:
     def __init__(
         self,
-        r: Any,
-        keys: Keys,
-        limits: Limits,
+        ops: Ops,
+        durability: Durability,
         *,
         interval: float,
         on_fenced: Callable[[Running], None],
     ) -> None:
-        self._r = r
-        self._keys = keys
-        self._limits = limits
+        self._ops = ops
+        self._durable = durability
         self._interval = interval
         self._on_fenced = on_fenced
         self._progress: dict[str, Running] = {}
-        self._ops: list[tuple[Running, list[Any], asyncio.Future[str] | None]] = []
+        self._ops_queue: list[Item] = []
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        self.failures = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tidings-writer")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
 
     async def close(self, timeout: float = 10.0) -> None:
         """Flush what is pending (for up to `timeout` while Redis is away), then stop. What cannot
         be written is not lost: those jobs' leases run out and another worker takes them."""
         deadline = time.monotonic() + timeout
-        while (self._ops or self._progress or self._busy) and time.monotonic() < deadline:
+        while (self._ops_queue or self._progress or self._busy) and time.monotonic() < deadline:
             self._wake.set()
             await asyncio.sleep(0.01)
         if self._task is not None:
@@ -113,14 +122,17 @@ class Writer:
     def log(self, job: Running, message: str) -> None:
         if job.lost:
             return
-        self._ops.append((job, ["l", job.id, job.run, b',"message":' + _encode(message)], None))
+        body = encode_stored(SLog(job.attempt, message))
+        w = Write("l", job.id, job.queue, job.run, -1, body)
+        self._ops_queue.append((job, w, None))
         self._wake.set()
 
     def finish(
         self, job: Running, outcome: str, fragment: bytes, backoff_ms: int = 0
     ) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._ops.append((job, ["f", job.id, job.run, outcome, fragment, backoff_ms], fut))
+        w = Write("f", job.id, job.queue, job.run, -1, fragment, outcome, backoff_ms)
+        self._ops_queue.append((job, w, fut))
         self._wake.set()
         return fut
 
@@ -130,10 +142,10 @@ class Writer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _collect(self) -> list[tuple[Running, list[Any], asyncio.Future[str] | None]]:
+    def _collect(self) -> list[Item]:
         now = time.monotonic()
-        finishing = {job.id for job, op, _ in self._ops if op[0] == "f"}
-        batch: list[tuple[Running, list[Any], asyncio.Future[str] | None]] = []
+        finishing = {job.id for job, w, _ in self._ops_queue if w.kind == "f"}
+        batch: list[Item] = []
         earliest: float | None = None
         for jid, job in list(self._progress.items()):
             if job.lost:
@@ -147,62 +159,77 @@ class Writer:
                 job.pending_progress = None
                 job.next_progress_at = now + self._interval
                 cur, tot, msg = value
-                op = [
+                body = encode_stored(
+                    SProgress(job.attempt, _number(cur), None if tot is None else _number(tot), msg)
+                )
+                w = Write(
                     "p",
                     job.id,
+                    job.queue,
                     job.run,
+                    job.next_seq(),
+                    body,
                     _num(cur),
                     _num(tot),
                     "" if msg is None else msg,
-                    progress_fragment(cur, tot, msg),
-                ]
-                batch.append((job, op, None))
+                )
+                batch.append((job, w, None))
             elif earliest is None or job.next_progress_at < earliest:
                 earliest = job.next_progress_at
-        batch.extend(self._ops)
-        self._ops = []
+        for job, w, fut in self._ops_queue:
+            # numbered now, in batch order: the script skips any number it has already applied
+            w = msgspec.structs.replace(w, seq=job.next_seq())
+            batch.append((job, w, fut))
+        self._ops_queue = []
         if earliest is not None and self._timer is None:
             self._timer = asyncio.get_running_loop().call_at(earliest, self._tick)
         return batch
 
     async def _loop(self) -> None:
+        backoff = Backoff(0.05, 2.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch = self._collect()
             if not batch:
                 continue
-            delay = 0.05
             self._busy = True
             while True:
                 try:
                     await self._write(batch)
                     self._busy = False
+                    backoff.reset()
                     break
-                except (
-                    redis.exceptions.ConnectionError,
-                    redis.exceptions.TimeoutError,
-                    redis.exceptions.ResponseError,  # e.g. OOM: retry rather than lose a finish
-                    OSError,
-                ) as e:
-                    log.warning("writer.redis_unavailable", error=str(e), retry_in=delay)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    # transient (Redis away, full, failing over) or not: never drop a finish;
+                    # a re-sent batch is applied once (sequence numbers)
+                    self.failures += 1
+                    delay = backoff.next()
+                    if is_transient(e):
+                        log.warning("writer.redis_unavailable", error=str(e)[:200], retry_in=delay)
+                    else:
+                        log.error("writer.error", error=str(e)[:500], retry_in=delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
 
-    async def _write(
-        self, batch: list[tuple[Running, list[Any], asyncio.Future[str] | None]]
-    ) -> None:
-        by_part: dict[int, list[tuple[Running, list[Any], asyncio.Future[str] | None]]] = {}
+    async def _write(self, batch: list[Item]) -> None:
+        by_part: dict[int, list[Item]] = {}
         for item in batch:
             by_part.setdefault(item[0].partition, []).append(item)
-        for k, items in by_part.items():
-            flat = [x for _, op, _ in items for x in op]
-            args = contract.script_args(self._keys, self._limits, k, "apply", len(items), *flat)
-            res = await contract.call(self._r, args)
-            for (job, _op, fut), verdict in zip(items, res, strict=True):
-                v = verdict.decode()
-                if v == "fenced" and not job.lost:
+        minute = int(time.time() // 60)
+        for k, items in list(by_part.items()):
+            call = self._ops.apply(k, [w for _, w, _ in items], minute)
+            has_finish = any(w.kind == "f" for _, w, _ in items)
+            if has_finish:
+                res = await self._durable.run(call, retry=False)
+            else:
+                res = await call.run(self._durable.client)
+            for (job, _w, fut), verdict in zip(items, res, strict=True):
+                if verdict == "fenced" and not job.lost:
                     job.lost = True
                     self._on_fenced(job)
                 if fut is not None and not fut.done():
-                    fut.set_result(v)
+                    fut.set_result(verdict)
+            del by_part[k]  # landed: a retry after a later partition's failure skips it
+            batch[:] = [it for it in batch if it[0].partition != k]

@@ -13,12 +13,14 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import time
 from pathlib import Path
 
-from service.config import Config
+from service.core.config import Config
 
 SESSION_COOKIE = "tidings_session"
+_HEX = re.compile(r"^[0-9a-f]{1,12}$")
 SESSION_TTL_S = 12 * 3600
 
 
@@ -61,7 +63,7 @@ class Auth:
 
     def check_key(self, presented: str) -> str | None:
         """The key's fingerprint if it is one of ours, else None. Constant time per key."""
-        p = presented.encode()
+        p = presented.encode("utf-8", "surrogateescape")
         ok = None
         for k in self._keys:
             if hmac.compare_digest(p, k):
@@ -79,12 +81,11 @@ class Auth:
     def check_watch_token(self, token: str, job_id: str, now: float | None = None) -> str:
         """'ok', 'expired' or 'invalid'."""
         exp_hex, _, mac = token.partition(".")
-        try:
-            exp = int(exp_hex, 16) if len(exp_hex) <= 12 else -1
-        except ValueError:
+        if not _HEX.match(exp_hex):  # strictly what watch_token writes: no "0x", "_" or sign
             return "invalid"
+        exp = int(exp_hex, 16)
         good = self._mac("watch", job_id, str(exp)).encode()
-        if exp < 0 or not hmac.compare_digest(mac.encode(), good):
+        if exp < 0 or not hmac.compare_digest(mac.encode("utf-8", "surrogateescape"), good):
             return "invalid"
         if exp < (now or time.time()):
             return "expired"
@@ -97,12 +98,13 @@ class Auth:
     def check_session(self, value: str, now: float | None = None) -> str | None:
         fp, _, rest = value.partition(".")
         exp_hex, _, mac = rest.partition(".")
-        try:
-            exp = int(exp_hex, 16) if len(exp_hex) <= 12 else -1
-        except ValueError:
+        if not _HEX.match(exp_hex):
             return None
+        exp = int(exp_hex, 16)
         good = self._mac("session", fp, str(exp)).encode()
-        if exp < (now or time.time()) or not hmac.compare_digest(mac.encode(), good):
+        if exp < (now or time.time()) or not hmac.compare_digest(
+            mac.encode("utf-8", "surrogateescape"), good
+        ):
             return None
         # a session ends with its key: removing a key from auth.api_keys logs its sessions out
         return fp if fp in self._fingerprints else None

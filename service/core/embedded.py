@@ -19,8 +19,8 @@ from pathlib import Path
 
 import redis
 
-from service.config import Config
-from service.procs import die_with_parent
+from service.core.config import Config
+from service.core.procs import die_with_parent
 
 
 def server_binary() -> str:
@@ -82,6 +82,10 @@ class ServerProcess:
         self.datadir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
+            # events are kept inside each job's hash: keep hashes compact (listpack) even when
+            # a progress message or a small result is longer than the default 64 bytes
+            "--hash-max-listpack-value",
+            "256",
             "--port",
             str(self.port),
             "--bind",
@@ -140,14 +144,41 @@ def state_file(cfg: Config) -> Path:
     return Path(cfg.redis.embedded_dir) / "embedded.json"
 
 
-def attach(cfg: Config) -> str | None:
-    """The URL of an embedded server already running for this directory, if any."""
-    path = state_file(cfg)
-    with contextlib.suppress(OSError, ValueError, KeyError):
+def user_file() -> Path:
+    """Where the running embedded server is also recorded for this user, so a process started
+    from another directory finds it instead of starting a second, empty one."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "tidings" / "embedded.json"
+
+
+class EmbeddedNotRunning(RuntimeError):
+    """redis.url is "embedded" but no embedded server is running to attach to."""
+
+
+def _read(path: Path) -> str | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         url = str(json.loads(path.read_text())["url"])
         if ping(url):
             return url
     return None
+
+
+def attach(cfg: Config) -> str | None:
+    """The URL of an embedded server already running for this directory, if any."""
+    return _read(state_file(cfg))
+
+
+def discover(cfg: Config) -> str:
+    """The running embedded server: this directory's, else the one this user started last.
+    Never starts one (a second, empty server would look like lost jobs): raises instead."""
+    url = attach(cfg) or _read(user_file())
+    if url is None:
+        raise EmbeddedNotRunning(
+            'redis.url is "embedded" but no embedded server is running '
+            f"(looked in {state_file(cfg).resolve()} and {user_file()}): start it with "
+            "`make run` or `python -m service`, or set redis.url / TIDINGS_REDIS_URL"
+        )
+    return url
 
 
 def start_owned(cfg: Config) -> ServerProcess:
@@ -155,13 +186,22 @@ def start_owned(cfg: Config) -> ServerProcess:
     server = ServerProcess(Path(cfg.redis.embedded_dir) / "redis")
     server.start()
     assert server.proc is not None
-    state_file(cfg).write_text(json.dumps({"url": server.url, "pid": server.proc.pid}))
+    record = json.dumps(
+        {"url": server.url, "pid": server.proc.pid, "dir": str(server.datadir.resolve())}
+    )
+    state_file(cfg).write_text(record)
+    with contextlib.suppress(OSError):
+        user_file().parent.mkdir(parents=True, exist_ok=True)
+        user_file().write_text(record)
     return server
 
 
 def forget(cfg: Config) -> None:
     with contextlib.suppress(OSError):
+        mine = state_file(cfg).read_text()
         state_file(cfg).unlink()
+        if user_file().read_text() == mine:
+            user_file().unlink()
 
 
 def resolve(cfg: Config) -> tuple[str, ServerProcess | None]:

@@ -28,6 +28,12 @@ class RedisConfig(_Section, frozen=True):
     prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "tidings"
     partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     embedded_dir: str = "var"
+    cluster: bool = False
+    sentinels: list[str] = msgspec.field(default_factory=list)
+    sentinel_master: str = "mymaster"
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 500
+    socket_timeout_s: Annotated[float, msgspec.Meta(gt=2.5)] = 5.0
 
 
 class HttpConfig(_Section, frozen=True):
@@ -38,6 +44,8 @@ class HttpConfig(_Section, frozen=True):
     public_url: str = ""
     cors_origins: list[str] = msgspec.field(default_factory=list)
     keepalive_s: Positive = 15.0
+    trust_proxy: bool = False
+    metrics_public: bool = True
 
 
 class JobsConfig(_Section, frozen=True):
@@ -50,6 +58,7 @@ class JobsConfig(_Section, frozen=True):
     max_events: Annotated[int, msgspec.Meta(ge=10)] = 1000
     max_queued: Annotated[int, msgspec.Meta(ge=0)] = 0
     firehose_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    max_queues: Annotated[int, msgspec.Meta(ge=0)] = 100
 
 
 class WorkersConfig(_Section, frozen=True):
@@ -60,6 +69,7 @@ class WorkersConfig(_Section, frozen=True):
     grace_s: NonNegative = 10.0
     progress_interval_s: NonNegative = 0.02
     poll_s: Positive = 0.5
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
 
 
 class SseConfig(_Section, frozen=True):
@@ -73,7 +83,10 @@ class SseConfig(_Section, frozen=True):
 
 
 class AuthConfig(_Section, frozen=True):
-    api_keys: list[str] = msgspec.field(default_factory=list)
+    # no empty or blank key: `[""]` must not read as "no keys" (auth off)
+    api_keys: list[Annotated[str, msgspec.Meta(pattern=r"^\S{1,512}$")]] = msgspec.field(
+        default_factory=list
+    )
     signing_key: str = ""
     token_ttl_s: Positive = 86400.0
     submit_rate: NonNegative = 0.0

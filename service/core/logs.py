@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from service.config import LogConfig
+from service.core.config import LogConfig
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
 

@@ -1,0 +1,131 @@
+"""The one place Redis clients are made: a single server, a Redis Cluster, or a primary found
+through Sentinel, async or sync, with the same options everywhere.
+
+Options that matter for correctness:
+
+* a broken connection is re-established and the command re-sent (every script is idempotent
+  under a re-send); a *timeout* is not re-sent by the client: the caller's loop decides, with
+  backoff (see `retry.py`), so a stalled Redis is not buried under copies of the same call;
+* blocking reads block for less than the socket timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import redis
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry as SyncRetry
+
+from service.core.config import RedisConfig
+
+BLOCK_MS = 2000  # longest blocking read: well under the socket timeout
+
+
+def _sentinels(cfg: RedisConfig) -> list[tuple[str, int]]:
+    out = []
+    for s in cfg.sentinels:
+        host, _, port = s.rpartition(":")
+        out.append((host or "127.0.0.1", int(port or 26379)))
+    return out
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    """username, password, db and TLS of `redis.url`, for Sentinel (which finds the host)."""
+    if "://" not in url:
+        return {}
+    u = urlparse(url)
+    out: dict[str, Any] = {}
+    if u.username:
+        out["username"] = unquote(u.username)
+    if u.password:
+        out["password"] = unquote(u.password)
+    if u.path.strip("/").isdigit():
+        out["db"] = int(u.path.strip("/"))
+    if u.scheme == "rediss":
+        out["ssl"] = True
+    return out
+
+
+def _common(cfg: RedisConfig) -> dict[str, Any]:
+    return {
+        "decode_responses": False,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_keepalive": True,
+    }
+
+
+def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
+    """An asyncio client for `url` (already resolved from "embedded"). Typed Any: redis-py's
+    replies are unions that do not narrow, and the three client kinds share no base class."""
+    retry = AsyncRetry(
+        ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3, (redis.exceptions.ConnectionError,)
+    )
+    opts = _common(cfg)
+    if cfg.cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            url,
+            retry=retry,
+            max_connections=max_connections,
+            require_full_coverage=True,
+            **opts,
+        )
+    if cfg.sentinels:
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _sentinels(cfg),
+            sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        )
+        return sentinel.master_for(
+            cfg.sentinel_master,
+            retry=retry,
+            max_connections=max_connections,
+            **opts,
+            **_credentials(url),
+        )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=cfg.socket_timeout_s, retry=retry, **opts
+    )
+    return aioredis.Redis(connection_pool=pool, retry=retry)
+
+
+def connect_sync(cfg: RedisConfig, url: str) -> Any:
+    """A synchronous client (the worker's lease thread)."""
+    retry = SyncRetry(
+        ExponentialWithJitterBackoff(base=0.02, cap=0.5), 3, (redis.exceptions.ConnectionError,)
+    )
+    opts = _common(cfg)
+    if cfg.cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, retry=retry, **opts)
+    if cfg.sentinels:
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _sentinels(cfg),
+            sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            cfg.sentinel_master, retry=retry, **opts, **_credentials(url)
+        )
+    return redis.Redis.from_url(url, retry=retry, **opts)
+
+
+def is_cluster(r: Any) -> bool:
+    return type(r).__name__ == "RedisCluster"
+
+
+async def primaries(r: Any) -> list[Any]:
+    """One client per primary (for start-up checks that must ask every one of them)."""
+    if is_cluster(r):
+        return [n for n in r.get_primaries()]
+    return [r]

@@ -1,0 +1,18 @@
+-- Tidings: shared by every script (prepended to each op; see service/core/scripts.py).
+--
+-- Every key a script touches arrives in KEYS (Redis's rule, and what a cluster client routes
+-- by); all of them share one hash tag. Times are Redis's own clock in ms. The constants below
+-- are rendered from service/core/states.py and wire.py, so the state machine is defined once:
+-- `set_state` refuses any transition that is not listed there.
+
+local GROUP = '{{GROUP}}'
+local ALLOWED = {{TRANSITIONS}}
+local BUCKETS = {{BUCKETS}}
+
+local T = redis.call('TIME')
+local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+
+local function reply(t)
+  if #t == 0 then return '[]' end
+  return cjson.encode(t)
+end

@@ -1,0 +1,60 @@
+"""The deployment's queues: created on first use up to `jobs.max_queues`, paused and resumed.
+
+Bounding the number of queues bounds every per-queue cost (maintenance, stats, metrics labels):
+a client cannot make Redis loop over 60,000 names by submitting to 60,000 of them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from service.core.errors import Invalid
+from service.core.keys import Keys
+from service.core.scripts import Ops
+from service.core.wire import QUEUE_RE
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Queues:
+    def __init__(self, r: Any, keys: Keys, ops: Ops, *, cap: int) -> None:
+        self._r = r
+        self._keys = keys
+        self._ops = ops
+        self._cap = cap
+        self._known: set[str] = set()
+        self._known_at = 0.0
+
+    async def ensure(self, name: str) -> None:
+        """Register `name` if it is new (Invalid when the cap is reached)."""
+        if not QUEUE_RE.match(name):
+            raise Invalid("invalid queue name", path="$.queue")
+        if name in self._known and time.monotonic() - self._known_at < 60:
+            return
+        verdict = await self._ops.register_queue(
+            name, self._cap, _encode({"created": int(time.time() * 1000)})
+        ).run(self._r)
+        if verdict != "ok":
+            raise Invalid(
+                f"too many queues (jobs.max_queues = {self._cap}); use an existing one",
+                path="$.queue",
+            )
+        if time.monotonic() - self._known_at >= 60:
+            self._known = set()
+            self._known_at = time.monotonic()
+        self._known.add(name)
+
+    async def names(self) -> list[str]:
+        return sorted(n.decode() for n in await self._r.hkeys(self._keys.queues()))
+
+    async def paused(self) -> set[str]:
+        return {n.decode() for n in await self._r.smembers(self._keys.paused())}
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        if paused:
+            await self._r.sadd(self._keys.paused(), name)
+        else:
+            await self._r.srem(self._keys.paused(), name)

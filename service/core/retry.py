@@ -1,0 +1,110 @@
+"""Which Redis errors are worth waiting out, and the one retry-with-backoff helper.
+
+A Redis that is restarting, failing over, migrating a slot, out of memory or busy with a slow
+script answers with errors that go away by themselves: every loop waits them out with backoff
+(and logs it), and the HTTP API answers 503 with Retry-After. Anything else is a bug or bad
+input and is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.exceptions
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("tidings.redis")
+
+# reply prefixes of errors that pass: out of memory, read-only replica (a failover), a slow
+# script, loading the dataset, cluster reconfiguration, a script refused mid-migration
+_TRANSIENT_REPLIES = (
+    "OOM",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MOVED",
+    "ASK",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "UNBLOCKED",
+    "NOSCRIPT",
+    "Script attempted to access a non local key",
+    "ERR Error running script",  # wraps the above when raised inside a script call
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Does this error go away by itself (Redis away, failing over, full, busy)?"""
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+        return True
+    if isinstance(exc, asyncio.TimeoutError):
+        return True
+    if isinstance(exc, redis.exceptions.ClusterError):
+        return True  # ClusterDownError, slots not covered, topology being refreshed
+    if isinstance(exc, redis.exceptions.ResponseError):
+        text = str(exc)
+        if text.startswith("ERR Error running script") or "@user_script" in text:
+            # an error raised by a command inside a script: transient only if that one is
+            return any(p in text for p in _TRANSIENT_REPLIES[:-1])
+        return text.startswith(_TRANSIENT_REPLIES) or "non local key" in text
+    # redis-py's cluster client raises RedisClusterException (not a RedisError) when it cannot
+    # reach a node to learn the topology from
+    return type(exc).__name__ == "RedisClusterException"
+
+
+class Backoff:
+    """Exponential backoff with jitter: `next()` gives the next wait, `reset()` starts over."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._delay = base
+
+    def next(self) -> float:
+        d = self._delay
+        self._delay = min(self._delay * 2, self.cap)
+        return d * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._delay = self.base
+
+
+async def retrying(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    stop: asyncio.Event | None = None,
+    deadline_s: float | None = None,
+    backoff: Backoff | None = None,
+    **log_fields: Any,
+) -> T:
+    """Run `op` until it succeeds, waiting out transient Redis errors with backoff. Gives up
+    (re-raising the last error) once `stop` is set or `deadline_s` has passed; raises at once
+    what is not transient."""
+    b = backoff or Backoff()
+    loop = asyncio.get_running_loop()
+    end = None if deadline_s is None else loop.time() + deadline_s
+    while True:
+        try:
+            return await op()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if (stop is not None and stop.is_set()) or (end is not None and loop.time() >= end):
+                raise
+            delay = b.next()
+            log.warning(
+                "redis.retry", what=what, error=str(e)[:200], retry_in=round(delay, 3), **log_fields
+            )
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)

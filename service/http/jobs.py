@@ -1,0 +1,152 @@
+"""Job endpoints: submit (one or a batch), read, list and search, events, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from service.core.errors import BadRequest, Invalid, TooMany
+from service.core.wire import Job, decode_stored, encode_public, public, stored_type
+from service.http.state import AUTH, PRINCIPAL, PRODUCER, QUERIES, SETTINGS
+from service.producer import SubmitRequest
+
+_encode = msgspec.json.Encoder().encode
+_submit_decoder = msgspec.json.Decoder(SubmitRequest)
+MAX_BATCH = 1000
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    jobs: list[SubmitRequest]
+
+
+_batch_decoder = msgspec.json.Decoder(BatchRequest)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_encode(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def with_urls(request: web.Request, job: Job) -> Job:
+    """Attach the job's watch links, each with a read-only token scoped to this job."""
+    base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
+    token = request.app[AUTH].watch_token(job.id)
+    job.events_url = f"{base}/api/jobs/{job.id}/events?token={token}"
+    job.status_url = f"{base}/api/jobs/{job.id}?token={token}"
+    return job
+
+
+async def read_json(request: web.Request, decoder: msgspec.json.Decoder[Any]) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="request body must be application/json")
+    body = await request.read()
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as e:
+        msg, _, where = str(e).partition(" - at `")
+        raise Invalid(msg, path=where.rstrip("`") or None) from e
+    except msgspec.DecodeError as e:
+        raise BadRequest(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        raise BadRequest("malformed JSON: nested too deeply") from e
+
+
+async def _rate(request: web.Request, n: int = 1) -> None:
+    rate = request.app[SETTINGS].auth.submit_rate
+    if rate > 0:
+        principal = str(request.get(PRINCIPAL, ""))
+        for _ in range(n):
+            if not await request.app[QUERIES].take_rate(principal, rate):
+                raise TooMany("submit rate limit reached")
+
+
+def _traceparent(request: web.Request) -> str | None:
+    tp = request.headers.get("traceparent")
+    return tp if tp and len(tp) <= 128 and tp.isascii() else None
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /api/jobs"""
+    req = await read_json(request, _submit_decoder)
+    await _rate(request)
+    done = await request.app[PRODUCER].submit_request(req, traceparent=_traceparent(request))
+    job = with_urls(request, done.job)
+    status = 201 if done.created else 200
+    return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """POST /api/jobs/batch {"jobs": [...]}: all validated before any is written."""
+    batch = await read_json(request, _batch_decoder)
+    if not 1 <= len(batch.jobs) <= MAX_BATCH:
+        raise Invalid(f"a batch holds 1 to {MAX_BATCH} jobs", path="$.jobs")
+    await _rate(request, len(batch.jobs))
+    producer = request.app[PRODUCER]
+    try:
+        jobs = await producer.submit_many(batch.jobs, traceparent=_traceparent(request))
+    except Invalid as e:
+        raise Invalid(e.message, path=e.path) from e
+    return json_response({"jobs": [with_urls(request, j) for j in jobs]}, 201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[PRODUCER].get(request.match_info["id"])
+    return json_response(with_urls(request, job))
+
+
+async def job_event_list(request: web.Request) -> web.Response:
+    """GET /api/jobs/{id}/events with Accept: application/json: the stored events as a list."""
+    job, events = await request.app[PRODUCER].snapshot(request.match_info["id"])
+    out = []
+    for e in events:
+        stored = decode_stored(e.body)
+        data = encode_public(public(job.id, job.task, job.queue, e.id, stored))
+        out.append({"id": e.id.decode(), "event": stored_type(stored), "data": msgspec.Raw(data)})
+    return json_response(out)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    producer = request.app[PRODUCER]
+    outcome = await producer.cancel(request.match_info["id"])
+    job = with_urls(request, await producer.get(request.match_info["id"]))
+    return json_response(job, 200 if outcome == "cancelled" else 202)
+
+
+async def retry(request: web.Request) -> web.Response:
+    job = await request.app[PRODUCER].retry(request.match_info["id"])
+    return json_response(with_urls(request, job))
+
+
+def int_param(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isdigit() or (raw.startswith("-") and raw[1:].isdigit())) or len(raw) > 20:
+        raise Invalid(f"{name} must be an integer", path=name)
+    v = int(raw)
+    if not lo <= v <= hi:
+        raise Invalid(f"{name} must be between {lo} and {hi}", path=name)
+    return v
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """GET /api/jobs?state=&task=&queue=&q=<id prefix>&since=&until=(ms)&limit=&cursor="""
+    q = request.query
+    limit = int_param(request, "limit", 50, 1, 500)
+    assert limit is not None
+    jobs, nxt = await request.app[QUERIES].list_jobs(
+        state=q.get("state") or None,
+        task=q.get("task") or None,
+        queue=q.get("queue") or None,
+        id_prefix=q.get("q") or None,
+        since_ms=int_param(request, "since", None, 0, 1 << 53),
+        until_ms=int_param(request, "until", None, 0, 1 << 53),
+        limit=limit,
+        cursor=q.get("cursor") or None,
+    )
+    return json_response({"jobs": [with_urls(request, j) for j in jobs], "next": nxt})

@@ -1,0 +1,1 @@
+"""Server-Sent Events: watchers, resume rules and the two stream endpoints (aiohttp)."""
