@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service import config as config_mod
-from service.embedded import ServerProcess
+from service.core import config as config_mod
+from service.core.embedded import ServerProcess
+from service.core.tasks import TaskSpec
 from service.producer import Producer
 from tests import servers
 from tests.helpers import Stack
@@ -53,6 +54,15 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+def task_registry() -> dict[str, TaskSpec]:
+    """The tests' tasks and the demo tasks, as a service or producer validates them."""
+    import tests.tasks  # noqa: F401
+    import workers.demo  # noqa: F401
+    from workers.registry import REGISTRY
+
+    return dict(REGISTRY)
+
+
 def make_config(url: str, prefix: str, **env: str) -> config_mod.Config:
     environ = {"TIDINGS_REDIS_URL": url, "TIDINGS_REDIS_PREFIX": prefix, **env}
     return config_mod.load(os.devnull, environ=environ)
@@ -65,9 +75,7 @@ def cfg(redis_url: str, prefix: str) -> config_mod.Config:
 
 @pytest.fixture
 async def producer(cfg: config_mod.Config) -> AsyncIterator[Producer]:
-    import tests.tasks  # noqa: F401  (registers the test tasks for payload validation)
-
-    async with Producer.from_url(cfg.redis.url, config=cfg) as p:
+    async with Producer.from_url(cfg.redis.url, config=cfg, registry=task_registry()) as p:
         yield p
 
 

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from service import config as config_mod
-from service.embedded import free_port
+from service.core import config as config_mod
+from service.core.embedded import free_port
 from service.producer import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,9 +114,11 @@ class Stack:
 
     async def producer(self) -> Producer:
         if self._producer is None:
-            import tests.tasks  # noqa: F401
+            from tests.conftest import task_registry
 
-            self._producer = Producer.from_url(self.url, config=self.config())
+            self._producer = Producer.from_url(
+                self.url, config=self.config(), registry=task_registry()
+            )
         return self._producer
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -160,7 +162,7 @@ class Stack:
             want = processes
 
             async def registered() -> bool:
-                return len(await producer.live_workers()) >= want
+                return len(await producer.queries.workers()) >= want
 
             await eventually(registered, timeout=20, what="workers registered")
         return p

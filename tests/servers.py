@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from service.embedded import ServerProcess
+from service.core.embedded import ServerProcess
 
 
 def available_kinds() -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service import config as config_mod
+from service.core import config as config_mod
 from tests.helpers import ROOT
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.contract import TERMINAL, Event
-from service.embedded import ServerProcess
+from service.core.states import TERMINAL
+from service.core import wire
+from service.core.wire import StoredEvent as Event
+from service.core.embedded import ServerProcess
 from service.producer import Producer
 from tests import servers
 from tests.conftest import DEFAULT_KIND
@@ -33,7 +35,8 @@ def types(events: list[Event]) -> list[str]:
 
 
 def data(e: Event) -> dict[str, object]:
-    d: dict[str, object] = json.loads(e.data)
+    """The event as SSE clients get it."""
+    d: dict[str, object] = json.loads(wire.encode_public(wire.public("j", "t", "q", e.id, e.decode())))
     return d
 
 
@@ -121,7 +124,7 @@ async def test_poison_job_lands_in_dead_letters(
     assert done.state == "failed"
     assert done.error["type"] == "WorkerLost"
     assert len(marker_lines(marker)) == 2  # crashed its worker twice, then stopped
-    assert [j.id for j in await p.dead("default")] == [job.id]
+    assert [j.id for j in await p.queries.dead("default")] == [job.id]
     one_terminal(await p.events(job.id))
 
 
@@ -195,7 +198,7 @@ async def test_sigterm_hands_running_jobs_back_at_once(
     quick = await p.submit("t.marked", {"marker": str(marker), "seconds": 0.1})
     slow = await p.submit("t.marked", {"marker": str(marker), "seconds": 8})
     await eventually(lambda: asyncio.sleep(0, len(marker_lines(marker)) >= 2), what="both started")
-    name_before = {w["name"] for w in await p.live_workers()}
+    name_before = {w.name for w in await p.queries.workers()}
     a.send_signal(signal.SIGTERM)
     assert (await p.wait(quick.id, timeout=5)).state == "succeeded"  # finished within the grace
     await wait_state(p, slow.id, "queued", timeout=10)
@@ -227,10 +230,10 @@ async def test_retries_with_backoff_then_dead_letter_and_retry(
     done = await p.wait(doomed.id, timeout=20)
     assert done.state == "failed" and done.error["message"] == "nope"
     assert "Traceback" in done.error["traceback"]
-    assert doomed.id in [j.id for j in await p.dead("default")]
+    assert doomed.id in [j.id for j in await p.queries.dead("default")]
     assert (await p.queues())["default"].dead == 1
     await p.retry(doomed.id)
-    assert doomed.id not in [j.id for j in await p.dead("default")]
+    assert doomed.id not in [j.id for j in await p.queries.dead("default")]
     # it runs again from attempt 1 and, failing again, goes back to the dead letters
     redone = await p.wait(doomed.id, timeout=20)
     assert redone.state == "failed" and redone.attempt == 2
@@ -238,7 +241,7 @@ async def test_retries_with_backoff_then_dead_letter_and_retry(
     first_fail = after.index("failed")
     assert after[first_fail + 1 : first_fail + 3] == ["queued", "started"]
     assert after.count("failed") == 2
-    assert doomed.id in [j.id for j in await p.dead("default")]
+    assert doomed.id in [j.id for j in await p.queries.dead("default")]
 
 
 async def test_delayed_job_waits_then_runs(

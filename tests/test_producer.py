@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from service.config import Config
-from service.errors import Conflict, Invalid, NotFound
+from service.core.config import Config
+from service.core.errors import Conflict, Invalid, NotFound
 from service.producer import Producer, SyncProducer
+from tests.conftest import task_registry
 
 
 async def test_submit_get_and_events(producer: Producer) -> None:
@@ -66,11 +67,11 @@ async def test_delay_cancel_retry_and_listing(producer: Producer) -> None:
     again = await producer.retry(later.id)
     assert again.state == "queued"
     jobs = [await producer.submit("t.noop", {}) for _ in range(5)]
-    page, nxt = await producer.list_jobs(limit=3)
+    page, nxt = await producer.queries.list_jobs(limit=3)
     assert [j.id for j in page] == [j.id for j in reversed(jobs)][:3]
-    rest, _ = await producer.list_jobs(limit=10, cursor=nxt)
+    rest, _ = await producer.queries.list_jobs(limit=10, cursor=nxt)
     assert [j.id for j in rest] == [*[j.id for j in reversed(jobs)][3:], later.id]
-    queued, _ = await producer.list_jobs(state="queued", limit=50)
+    queued, _ = await producer.queries.list_jobs(state="queued", limit=50)
     assert len(queued) == 6
 
 
@@ -84,7 +85,7 @@ async def test_submit_many_keeps_order(producer: Producer) -> None:
 def test_sync_producer(cfg: Config) -> None:
     import tests.tasks  # noqa: F401
 
-    with SyncProducer.from_url(cfg.redis.url, config=cfg) as p:
+    with SyncProducer.from_url(cfg.redis.url, config=cfg, registry=task_registry()) as p:
         job = p.submit("t.noop", {})
         assert p.get(job.id).state == "queued"
         assert p.queues()["default"].queued == 1
@@ -93,7 +94,7 @@ def test_sync_producer(cfg: Config) -> None:
 
 
 async def test_startup_check_warns_only_about_unsafe_servers(producer: Producer) -> None:
-    from service.checks import warn_about_server
+    from service.core.checks import warn_about_server
 
     r = producer.redis
     policy = (await r.config_get("maxmemory-policy"))["maxmemory-policy"]

@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.app import create_app
-from service.auth import Auth
-from service.config import Config
+from service.http.app import create_app
+from service.http.auth import Auth
+from service.core.config import Config
 from service.producer import Producer
-from tests.conftest import make_config
+from tests.conftest import make_config, task_registry
 
 KEY, OTHER_KEY = "k-" + "a" * 30, "k-" + "b" * 30
 Client = TestClient[web.Request, web.Application]
@@ -40,7 +40,7 @@ def secured(redis_url: str, prefix: str, tmp: str, **env: str) -> Config:
 
 @pytest.fixture
 async def client(aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Any) -> Client:
-    return await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url))
+    return await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry()))
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -133,12 +133,12 @@ async def test_dashboard_session_cookie(client: Client) -> None:
 async def test_cors_off_by_default_and_allowlist(
     aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Any
 ) -> None:
-    plain = await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url))
+    plain = await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry()))
     pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     async with plain.options("/api/jobs", headers=pre) as r:
         assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
     cfg = secured(redis_url, prefix, str(tmp_path), TIDINGS_HTTP_CORS_ORIGINS="https://app.example")
-    c = await aiohttp_client(create_app(cfg, redis_url))
+    c = await aiohttp_client(create_app(cfg, redis_url, task_registry()))
     ok = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
     async with c.options("/api/jobs/x/events", headers=ok) as r:
         assert r.status == 204
@@ -160,13 +160,13 @@ async def test_submit_rate_and_queue_caps(
         TIDINGS_AUTH_SUBMIT_RATE="1000",
         TIDINGS_JOBS_MAX_QUEUED="3",
     )
-    c = await aiohttp_client(create_app(cfg, redis_url))
+    c = await aiohttp_client(create_app(cfg, redis_url, task_registry()))
     for _ in range(3):
         await submit(c)
     async with c.post("/api/jobs", json={"task": "t.noop", "payload": {}}, headers=AUTH) as r:
         assert r.status == 429 and r.headers["Retry-After"]
     cfg = secured(redis_url, prefix + "r", str(tmp_path), TIDINGS_AUTH_SUBMIT_RATE="2")
-    c = await aiohttp_client(create_app(cfg, redis_url))
+    c = await aiohttp_client(create_app(cfg, redis_url, task_registry()))
     statuses = []
     for _ in range(6):
         async with c.post("/api/jobs", json={"task": "t.noop", "payload": {}}, headers=AUTH) as r:
@@ -178,7 +178,7 @@ async def test_sse_connection_caps(
     aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Any
 ) -> None:
     cfg = secured(redis_url, prefix, str(tmp_path), TIDINGS_SSE_MAX_PER_CLIENT="1")
-    c = await aiohttp_client(create_app(cfg, redis_url))
+    c = await aiohttp_client(create_app(cfg, redis_url, task_registry()))
     job = await submit(c)
     first = await c.get(f"/api/jobs/{job['id']}/events", headers=AUTH)
     assert first.status == 200

@@ -28,11 +28,11 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from service import contract
-from service.app import create_app
+from service.http.app import create_app
 from service.producer import Producer, SubmitRequest
 from service.sse import event_key
 from service.state import HUB, PRODUCER, WATCHERS
-from tests.conftest import make_config
+from tests.conftest import make_config, task_registry
 from tests.helpers import SseEvent, Stack, eventually, read_sse
 
 Client = TestClient[web.Request, web.Application]
@@ -261,7 +261,7 @@ async def start_app(
     aiohttp_client: AiohttpClient, redis_url: str, prefix: str, **env: str
 ) -> tuple[Client, web.Application]:
     cfg = make_config(redis_url, prefix, TIDINGS_WORKERS_TASKS="tests.tasks", **env)
-    app = create_app(cfg, redis_url)
+    app = create_app(cfg, redis_url, task_registry())
     client = await aiohttp_client(app)
     return client, app
 

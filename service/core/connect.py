@@ -94,7 +94,8 @@ def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=cfg.socket_timeout_s, retry=retry, **opts
     )
-    return aioredis.Redis(connection_pool=pool, retry=retry)
+    # from_pool: closing the client closes its pool (and every connection in it)
+    return aioredis.Redis.from_pool(pool)
 
 
 def connect_sync(cfg: RedisConfig, url: str) -> Any:

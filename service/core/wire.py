@@ -305,10 +305,26 @@ decode_stored = msgspec.json.Decoder(Stored).decode
 _encode = msgspec.json.Encoder().encode
 
 
+def _required(t: type[msgspec.Struct]) -> int:
+    return sum(
+        1
+        for f in msgspec.structs.fields(t)
+        if f.default is msgspec.NODEFAULT and f.default_factory is msgspec.NODEFAULT
+    )
+
+
+_OPTIONAL: Final[dict[type[_Stored], tuple[str, ...]]] = {
+    t: tuple(f.name for f in msgspec.structs.fields(t))[_required(t) :] for t in _STORED_TYPE
+}
+
+
 def encode_stored(e: Stored) -> bytes:
-    """The compact array, without trailing nulls (the decoder fills in the defaults)."""
+    """The compact array, without trailing optional fields left at None (the decoder fills in
+    the defaults)."""
     raw = _encode(e)
-    while raw.endswith(b",null]"):
+    for name in reversed(_OPTIONAL[type(e)]):
+        if getattr(e, name) is not None or not raw.endswith(b",null]"):
+            break
         raw = raw[:-6] + b"]"
     return raw
 
