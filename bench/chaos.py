@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Proc, env_for
 from service.contract import TERMINAL
 from service.embedded import ServerProcess
+
+from bench.common import ROOT, Proc, env_for
 from service.producer import Producer
 
 RUNS = "chaos:runs"  # hash job id -> number of times the task body started

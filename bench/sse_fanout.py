@@ -49,9 +49,9 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 from common import Proc, cpu_seconds, env_for, free_port, pct, private_redis, table
+from service.contract import Keys, Limits
 
 from service import contract
-from service.contract import Keys, Limits
 from service.producer import SubmitRequest
 
 PREFIX = "bench"

@@ -29,6 +29,7 @@ from service.core.store import JobStore, check_id
 from service.core.tasks import Catalog, TaskSpec
 from service.core.wire import (
     IDEM_RE,
+    QUEUE_RE,
     TASK_RE,
     Job,
     Progress,
@@ -179,7 +180,8 @@ class Producer:
         known = spec or info
         assert known is not None
         queue = req.queue or known.queue or "default"
-        await self.queue_registry.ensure(queue)
+        if not QUEUE_RE.match(queue):
+            raise Invalid("invalid queue name", path="$.queue")
         payload = req.payload
         _check_ints(payload, "$.payload")
         if spec is not None:
@@ -255,7 +257,7 @@ class Producer:
         self, req: SubmitRequest, *, traceparent: str | None = None
     ) -> Submitted:
         new = await self._prepare(req, traceparent or "")
-        await self._check_cap({new.queue})
+        await self._admit({new.queue})
         k = self.keys.partition(new.id)
         rows = await self.durability.run(self.ops.submit(k, [new]))
         row = rows[0]
@@ -276,7 +278,7 @@ class Producer:
         for it in items:
             req = it if isinstance(it, SubmitRequest) else SubmitRequest(task=it[0], payload=it[1])
             prepared.append(await self._prepare(req, traceparent or ""))
-        await self._check_cap({new.queue for new in prepared})
+        await self._admit({new.queue for new in prepared})
         by_part: dict[int, list[NewJob]] = {}
         for new in prepared:
             by_part.setdefault(self.keys.partition(new.id), []).append(new)
@@ -306,7 +308,11 @@ class Producer:
                 jobs.append(await self.get(new.id))
         return jobs
 
-    async def _check_cap(self, queues: set[str]) -> None:
+    async def _admit(self, queues: set[str]) -> None:
+        """After validation (a refused submit creates no queue): register new queues (up to
+        jobs.max_queues) and apply jobs.max_queued."""
+        for q in sorted(queues):
+            await self.queue_registry.ensure(q)
         cap = self.jobs_config.max_queued
         if cap > 0:
             for q in queues:

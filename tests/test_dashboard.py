@@ -262,7 +262,7 @@ async def test_job_page_log_matches_the_stored_events_after_a_service_crash(
     st = await start_stack(stack_factory, redis_url)
     tab = await open_tab(browser, st)
     page = tab.page
-    job = await submit(st, "demo.count", {"n": 30, "delay": 0.08})
+    job = await submit(st, "demo.count", {"n": 30, "delay": 0.2})
     # the list in a second tab rides out the crash too
     lst = await page.context.new_page()
     track(lst, tab.errors)

@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.core.states import TERMINAL
 from service.core import wire
-from service.core.wire import StoredEvent as Event
 from service.core.embedded import ServerProcess
+from service.core.states import TERMINAL
+from service.core.wire import StoredEvent as Event
 from service.producer import Producer
 from tests import servers
 from tests.conftest import DEFAULT_KIND
@@ -36,7 +36,9 @@ def types(events: list[Event]) -> list[str]:
 
 def data(e: Event) -> dict[str, object]:
     """The event as SSE clients get it."""
-    d: dict[str, object] = json.loads(wire.encode_public(wire.public("j", "t", "q", e.id, e.decode())))
+    d: dict[str, object] = json.loads(
+        wire.encode_public(wire.public("j", "t", "q", e.id, e.decode()))
+    )
     return d
 
 

@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.core.config import Config
+from service.http import state as http_state
 from service.http.app import create_app
 from service.http.auth import Auth
-from service.core.config import Config
 from service.producer import Producer
 from tests.conftest import make_config, task_registry
 
@@ -40,7 +41,9 @@ def secured(redis_url: str, prefix: str, tmp: str, **env: str) -> Config:
 
 @pytest.fixture
 async def client(aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Any) -> Client:
-    return await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry()))
+    return await aiohttp_client(
+        create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry())
+    )
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -107,7 +110,7 @@ async def test_watch_token_opens_one_job_read_only(client: Client) -> None:
     tampered = exp + "." + ("A" if mac[0] != "A" else "B") + mac[1:]
     async with client.get(f"/api/jobs/{a['id']}/events?token={tampered}") as r:
         assert r.status == 403
-    signing = (client.app[__import__("service.state").state.AUTH])._signing
+    signing = (client.app[http_state.AUTH])._signing
     old = Auth([KEY], signing, token_ttl_s=1).watch_token(a["id"], now=1.0)
     async with client.get(f"/api/jobs/{a['id']}/events?token={old}") as r:
         assert r.status == 401 and "expired" in (await r.json())["error"]["message"]
@@ -133,7 +136,9 @@ async def test_dashboard_session_cookie(client: Client) -> None:
 async def test_cors_off_by_default_and_allowlist(
     aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Any
 ) -> None:
-    plain = await aiohttp_client(create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry()))
+    plain = await aiohttp_client(
+        create_app(secured(redis_url, prefix, str(tmp_path)), redis_url, task_registry())
+    )
     pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     async with plain.options("/api/jobs", headers=pre) as r:
         assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers

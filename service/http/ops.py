@@ -7,7 +7,7 @@ import os
 
 from aiohttp import web
 
-from service.core.errors import NotFound, Unavailable
+from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.retry import is_transient
 from service.core.states import contract_document
 from service.core.wire import QUEUE_RE
@@ -48,7 +48,7 @@ async def queues(request: web.Request) -> web.Response:
 def _queue(request: web.Request) -> str:
     name = request.match_info["name"]
     if not QUEUE_RE.match(name):
-        raise NotFound("no such queue")
+        raise Invalid("invalid queue name", path="queue")
     return name
 
 
