@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 HOST = "127.0.0.1"
 SLOTS = 16384
@@ -88,31 +90,26 @@ def _die_with_parent() -> None:
 
 
 def admin(port: int, timeout: float = 2.0) -> redis.Redis:
-    """A plain synchronous client for one server, without retries; close it after use."""
-    return redis.Redis(
+    """A plain synchronous client for one server: no retries, no response callbacks (replies
+    come back raw, decoded to str); close it after use."""
+    client = redis.Redis(
         host=HOST,
         port=port,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
-        retry=None,
+        retry=Retry(NoBackoff(), 0),
     )
+    client.response_callbacks.clear()
+    return client
 
 
 def call(port: int, *args: Any, timeout: float = 2.0) -> Any:
-    """Run one command on one server and return the raw decoded reply (no redis-py response
-    callbacks: INFO is text, CLUSTER SLOTS and SENTINEL replies are nested lists)."""
+    """Run one command on one server and return the raw decoded reply (INFO is text, CLUSTER
+    SLOTS and SENTINEL replies are nested lists)."""
     client = admin(port, timeout)
     try:
-        conn = client.connection_pool.get_connection()
-        try:
-            conn.send_command(*args)
-            reply = conn.read_response()
-        finally:
-            client.connection_pool.release(conn)
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-        return reply
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]
     finally:
         client.close()
 
@@ -181,7 +178,7 @@ class Node:
 
     @property
     def role(self) -> str:
-        """"master" or "slave" as the server itself reports (ROLE), "down" when not running."""
+        """ "master" or "slave" as the server itself reports (ROLE), "down" when not running."""
         if not self.alive:
             return "down"
         try:
@@ -190,15 +187,15 @@ class Node:
             return "down"
         return str(reply[0])
 
-    def start(self, wait: float = 10.0) -> None:
-        """Start the process (same argv, same dir) and wait until it answers PING."""
+    def start(self, wait: float = 10.0, extra: Sequence[str] = ()) -> None:
+        """Start the process (same argv plus `extra`, same dir); wait until it answers PING."""
         if self.alive:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         main = threading.current_thread() is threading.main_thread()
         with open(self.dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*self.argv, *extra],
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -312,11 +309,13 @@ def restore_replication(replica: Node, wait: float = 10.0) -> None:
 
 @dataclass(frozen=True, order=True)
 class SlotRange:
-    """A slot range [start, end] served by the master on `port`."""
+    """A slot range [start, end] served by the master on `port` (and, from `slot_table`, the
+    ports of the replicas CLUSTER SLOTS lists for it)."""
 
     start: int
     end: int
     port: int
+    replicas: tuple[int, ...] = ()
 
 
 class Cluster:
@@ -348,7 +347,8 @@ class Cluster:
         for _ in range(masters * (1 + replicas)):
             port, bus = free_port(), free_port()
             d = self.base_dir / str(port)
-            argv = _server_argv(binary, port, d, appendonly, appendfsync, extra_args) + [
+            argv = [
+                *_server_argv(binary, port, d, appendonly, appendfsync, extra_args),
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -381,6 +381,10 @@ class Cluster:
                 capture_output=True,
                 timeout=timeout,
             )
+            # one replicated write per master, so CLUSTER SLOTS lists the replicas
+            wait_until(lambda: len(self.masters()) == self.n_masters, timeout, "masters")
+            for m in self.masters():
+                call(m.port, "FLUSHALL")
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -465,9 +469,20 @@ class Cluster:
 
     def slot_map(self, node: Node | None = None) -> list[SlotRange]:
         """Slot ranges and their master port as `node` (default: any running node) sees them."""
+        return [SlotRange(r.start, r.end, r.port) for r in self.slot_table(node)]
+
+    def slot_table(self, node: Node | None = None) -> list[SlotRange]:
+        """CLUSTER SLOTS as `node` sees it: ranges with master port and replica ports.
+
+        Redis 7.0 and Valkey 9 leave out of CLUSTER SLOTS a replica whose replication offset
+        (as gossiped) is 0: in a cluster that never had a write, clients see no replicas at all.
+        `start()` sends FLUSHALL to every master so that offsets move."""
         node = node or self.alive()[0]
         reply = call(node.port, "CLUSTER", "SLOTS")
-        return sorted(SlotRange(int(r[0]), int(r[1]), int(r[2][1])) for r in reply)
+        return sorted(
+            SlotRange(int(r[0]), int(r[1]), int(r[2][1]), tuple(sorted(int(x[1]) for x in r[3:])))
+            for r in reply
+        )
 
     @staticmethod
     def keyslot(key: str | bytes) -> int:
@@ -538,7 +553,8 @@ class Cluster:
     def wait_healthy(self, timeout: float = 30.0, *, replicas: bool = True) -> None:
         """Wait until every running node says cluster_state:ok, all running nodes agree on one
         slot map that covers all 16384 slots with running masters, and (with `replicas`) every
-        running replica has its link up and has caught up with its master's offset."""
+        running replica has its link up, has caught up with its master's offset and is listed
+        in CLUSTER SLOTS (so a client that reads from replicas sees it)."""
         deadline = time.monotonic() + timeout
         while (reason := self.health(replicas)) != "ok":
             if time.monotonic() >= deadline:
@@ -546,7 +562,7 @@ class Cluster:
             time.sleep(0.05)
 
     def health(self, replicas: bool = True) -> str:
-        """"ok" or the first reason the cluster is not healthy (see `wait_healthy`)."""
+        """ "ok" or the first reason the cluster is not healthy (see `wait_healthy`)."""
         try:
             return self._health(replicas)
         except (redis.RedisError, OSError) as e:
@@ -554,22 +570,24 @@ class Cluster:
 
     def _health(self, replicas: bool) -> str:
         nodes = self.alive()
-        maps = []
+        tables = []
         for n in nodes:
             text: str = call(n.port, "CLUSTER", "INFO")
             state = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             if state.get("cluster_state") != "ok":
                 return f"{n.port}: cluster_state={state.get('cluster_state')}"
-            maps.append(self.slot_map(n))
-        if any(m != maps[0] for m in maps):
-            return "nodes disagree on the slot map"
-        if sum(r.end - r.start + 1 for r in maps[0]) != SLOTS:
+            table = self.slot_table(n)
+            tables.append(table if replicas else [SlotRange(r.start, r.end, r.port) for r in table])
+        if any(t != tables[0] for t in tables):
+            return "nodes disagree on CLUSTER SLOTS"
+        if sum(r.end - r.start + 1 for r in tables[0]) != SLOTS:
             return "slots not all covered"
         ports = {n.port for n in nodes}
-        for r in maps[0]:
+        for r in tables[0]:
             if r.port not in ports:
                 return f"slots {r.start}-{r.end} on a node not running ({r.port})"
         if replicas:
+            listed = {p for r in tables[0] for p in r.replicas}
             for n in nodes:
                 repl = info(n.port, "replication")
                 if repl.get("role") != "slave":
@@ -583,6 +601,8 @@ class Cluster:
                 roff = int(info(n.port, "replication")["slave_repl_offset"])
                 if roff < moff:
                     return f"replica {n.port}: offset {roff} < master {moff}"
+                if n.port not in listed:
+                    return f"replica {n.port}: not in CLUSTER SLOTS yet"
         return "ok"
 
     # slot moves --------------------------------------------------------------------------------
@@ -636,7 +656,9 @@ class Cluster:
                 with contextlib.suppress(redis.ResponseError):
                     call(m.port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         wait_until(
-            lambda: all(self.master_for_slot_seen_by(n, slot) == to_node.port for n in self.alive()),
+            lambda: all(
+                self.master_for_slot_seen_by(n, slot) == to_node.port for n in self.alive()
+            ),
             15,
             f"every node to see slot {slot} on {to_node.port}",
         )
@@ -827,11 +849,18 @@ class SentinelSet:
         master.kill()
         return master
 
-    def restart(self, node: Node) -> None:
-        """Start a killed data node or sentinel again with the same command. A former master
-        comes back as a master with its old data until a sentinel turns it into a replica
-        (`+convert-to-slave`); `wait_ready()` waits for that."""
-        node.start()
+    def restart(self, node: Node, *, as_replica: bool = False) -> None:
+        """Start a killed data node or sentinel again with the same command.
+
+        A former master comes back as a master with its old data until a sentinel turns it
+        into a replica (`+convert-to-slave`, 10-11 s measured: the sentinel INFO period);
+        `wait_ready()` waits for that. With `as_replica`, a data node that is not the current
+        master is started with `--replicaof <current master>` added (what a deployment that
+        rewrites its config would do), which skips that window."""
+        extra: list[str] = []
+        if as_replica and node in self.data and node is not self.current_master():
+            extra = ["--replicaof", HOST, str(self.current_master().port)]
+        node.start(extra=extra)
 
     def wait_failover(self, old_master: Node, timeout: float = 20.0) -> Node:
         """Wait until every running sentinel names a master other than `old_master` and that
