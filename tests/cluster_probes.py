@@ -288,6 +288,280 @@ async def pipelines(binary: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 2. the async cluster client during a master kill; blocking reads; connections
+
+
+class Recorder:
+    """Calls one coroutine in a loop every 10 ms and records what each call did."""
+
+    def __init__(self, name: str, make: Callable[[], Awaitable[Any]]) -> None:
+        self.name = name
+        self.make = make
+        self.events: list[tuple[float, float, str]] = []  # (start, duration, outcome)
+        self.ok = 0
+        self.stop = False
+        self.t_kill = 0.0
+
+    async def run(self) -> None:
+        while not self.stop:
+            t0 = time.monotonic()
+            try:
+                await self.make()
+                outcome = "ok"
+                self.ok += 1
+            except Exception as e:
+                outcome = f"{type(e).__name__}: {str(e)[:90]}"
+            self.events.append((t0, time.monotonic() - t0, outcome))
+            await asyncio.sleep(0.01)
+
+    def report(self) -> None:
+        out(f"  [{self.name}] {len(self.events)} calls, {self.ok} ok")
+        runs: list[list[Any]] = []
+        for t0, dur, outcome in self.events:
+            rel = t0 - self.t_kill
+            if runs and runs[-1][0] == outcome:
+                runs[-1][2] = rel
+                runs[-1][3] += 1
+                runs[-1][4] = max(runs[-1][4], dur)
+            else:
+                runs.append([outcome, rel, rel, 1, dur])
+        for outcome, first, last, n, longest in runs:
+            out(
+                f"    {first:+7.3f}s .. {last:+7.3f}s  x{n:<4} longest call {longest:6.3f}s  {outcome}"
+            )
+
+
+async def kill_window_once(c: Cluster, label: str, **kwargs: Any) -> None:
+    out(f"-- client {label}")
+    rc = RedisCluster.from_url(c.url, **kwargs)
+    await rc.initialize()
+    victim, other = c.masters()[:2]
+    kv, ko = key_on(c, victim, "kv"), key_on(c, other, "ko")
+    await rc.delete(kv, ko)
+    recs = [
+        Recorder(f"INCR on the killed master's slot {kv}", lambda: rc.incr(kv)),
+        Recorder(f"INCR on another master's slot {ko}", lambda: rc.incr(ko)),
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in recs]
+    await asyncio.sleep(0.5)
+    t_kill = time.monotonic()
+    for r in recs:
+        r.t_kill = t_kill
+    c.kill(victim)
+    new = await asyncio.to_thread(c.wait_failover, victim, 20)
+    out(f"  promoted {new.port} after {time.monotonic() - t_kill:.3f}s")
+    await asyncio.sleep(2.0)
+    for r in recs:
+        r.stop = True
+    await asyncio.gather(*tasks)
+    for r in recs:
+        r.report()
+    out(f"  INCR value on the killed slot: {await rc.get(kv)!r} ({recs[0].ok} ok replies)")
+    await rc.aclose()
+    c.restart(victim)
+    await asyncio.to_thread(c.wait_healthy, 30)
+
+
+@probe
+async def kill_window(binary: str) -> None:
+    with Cluster(binary) as c:
+        await kill_window_once(c, "with default settings")
+        await kill_window_once(c, "retry=Retry(NoBackoff(), 0)", retry=Retry(NoBackoff(), 0))
+
+
+@probe
+async def blocking_reads(binary: str) -> None:
+    with Cluster(binary) as c:
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            s1, s2 = "{b}:1", "{b}:2"
+            await rc.xgroup_create(s1, "g", id="$", mkstream=True)
+            node = rc.get_node_from_key(s1)
+            t0 = time.monotonic()
+            await attempt(
+                "XREADGROUP BLOCK 2000 (default socket_timeout)",
+                rc.xreadgroup("g", "c", {s1: ">"}, block=2000),
+            )
+            out(f"    took {time.monotonic() - t0:.3f}s")
+            t0 = time.monotonic()
+            await attempt("XREAD BLOCK 4900", rc.xread({s1: "$"}, block=4900))
+            out(f"    took {time.monotonic() - t0:.3f}s")
+            t0 = time.monotonic()
+            await attempt(
+                "XREAD BLOCK 6000 (> socket_timeout 5 s)", rc.xread({s1: "$"}, block=6000)
+            )
+            out(f"    took {time.monotonic() - t0:.3f}s")
+            out(f"  connections in the node's pool now: {len(node._connections)}")
+
+            async def blocked(n: int) -> None:
+                await asyncio.gather(*(rc.xread({s1: "$"}, block=1000) for _ in range(n)))
+
+            await blocked(5)
+            out(
+                f"  after 5 concurrent XREAD BLOCK 1000 on one node: pool has {len(node._connections)}"
+            )
+            clients = call(node.port, "CLIENT", "LIST")
+            out(f"  server CLIENT LIST lines: {len(clients.splitlines())}")
+            small = RedisCluster.from_url(c.url, max_connections=2)
+            await small.initialize()
+            t0 = time.monotonic()
+            res = await asyncio.gather(
+                *(small.xread({s1: "$"}, block=1000) for _ in range(3)), return_exceptions=True
+            )
+            out(
+                f"  max_connections=2, 3 concurrent blocked reads on one node: {[err(r) if isinstance(r, Exception) else r for r in res]} ({time.monotonic() - t0:.3f}s)"
+            )
+            other_key = key_on(c, next(m for m in c.masters() if m.port != node.port), "o")
+            res = await asyncio.gather(
+                small.xread({s1: "$"}, block=500),
+                small.xread({s2: "$"}, block=500),
+                small.xread({other_key: "$"}, block=500),
+                return_exceptions=True,
+            )
+            out(f"  max_connections=2, 2 blocked reads on node A + 1 on node B: {res}")
+            await small.aclose()
+
+            out("  a blocked XREADGROUP while its master is SIGKILLed:")
+            victim = c.master_for_key(s1)
+            task = asyncio.create_task(rc.xreadgroup("g", "c", {s1: ">"}, block=2000))
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            c.kill(victim)
+            try:
+                r = await task
+                out(f"    returned {r!r} after {time.monotonic() - t0:.3f}s")
+            except Exception as e:
+                out(f"    raised {err(e)} after {time.monotonic() - t0:.3f}s")
+            t0 = time.monotonic()
+            await attempt(
+                "    next XREADGROUP BLOCK 2000 right away",
+                rc.xreadgroup("g", "c", {s1: ">"}, block=2000),
+            )
+            out(f"    took {time.monotonic() - t0:.3f}s")
+        finally:
+            await rc.aclose()
+
+
+@probe
+async def movable_keys(binary: str) -> None:
+    with Cluster(binary) as c:
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            parser_node = rc.commands_parser.node
+            out(
+                f"  commands_parser.node = {parser_node.port}, default node = {rc.get_default_node().port}"
+            )
+            for n in c.alive():
+                call(n.port, "CONFIG", "RESETSTAT")
+            s1 = "{mk}:s"
+            await rc.xgroup_create(s1, "g", id="$", mkstream=True)
+            for _ in range(10):
+                await rc.xreadgroup("g", "c", {s1: ">"}, count=1)
+                await rc.xread({s1: "0"}, count=1)
+            await rc.xadd(s1, {"a": "1"})
+            await rc.get(s1 + "x")
+            for n in c.alive():
+                stats = info(n.port, "commandstats")
+                got = {
+                    k: v.split(",")[0]
+                    for k, v in stats.items()
+                    if "getkeys" in k or "xread" in k or "xadd" in k
+                }
+                if got:
+                    out(f"  node {n.port}: {got}")
+            for n in c.alive():
+                call(n.port, "CONFIG", "RESETSTAT")
+            node = rc.get_node_from_key(s1)
+            for _ in range(10):
+                await rc.execute_command(
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "c",
+                    "COUNT",
+                    1,
+                    "STREAMS",
+                    s1,
+                    ">",
+                    target_nodes=node,
+                )
+            r = await rc.execute_command("XREAD", "COUNT", 1, "STREAMS", s1, "0", target_nodes=node)
+            out(f"  execute_command('XREAD', ..., target_nodes=node) -> {r!r}")
+            for n in c.alive():
+                stats = info(n.port, "commandstats")
+                got = {
+                    k: v.split(",")[0] for k, v in stats.items() if "getkeys" in k or "xread" in k
+                }
+                if got:
+                    out(f"  with target_nodes: node {n.port}: {got}")
+            slot = c.keyslot(s1)
+            home = c.master_for_slot(slot)
+            dst = next(m for m in c.masters() if m is not home)
+            c.move_slot(slot, dst)
+            r = await attempt(
+                "  XREAD with target_nodes=<stale node> after the slot moved",
+                rc.execute_command("XREAD", "COUNT", 1, "STREAMS", s1, "0", target_nodes=node),
+            )
+            out(
+                f"  client maps the slot to {rc.get_node_from_key(s1).port} now (moved to {dst.port})"
+            )
+            c.move_slot(slot, home)
+
+            victim = c.node(int(parser_node.port))
+            if victim.role != "master":
+                out("  parser node is a replica; skipping the kill part")
+                return
+            target = next(m for m in c.masters() if m is not victim)
+            key = key_on(c, target, "mk")
+            await rc.xadd(key, {"a": "1"})
+            rec = Recorder(
+                f"XREAD on {key} (master {target.port}) while parser node {victim.port} is killed",
+                lambda: rc.xread({key: "0"}, count=1),
+            )
+            rec2 = Recorder(f"GET on {key}", lambda: rc.get(key + "x"))
+            tasks = [asyncio.create_task(rec.run()), asyncio.create_task(rec2.run())]
+            await asyncio.sleep(0.3)
+            rec.t_kill = rec2.t_kill = time.monotonic()
+            c.kill(victim)
+            await asyncio.to_thread(c.wait_failover, victim, 20)
+            await asyncio.sleep(1.5)
+            rec.stop = rec2.stop = True
+            await asyncio.gather(*tasks)
+            rec.report()
+            rec2.report()
+            out(f"  commands_parser.node now {rc.commands_parser.node.port}")
+        finally:
+            await rc.aclose()
+
+
+@probe
+async def multi_stream_read(binary: str) -> None:
+    with Cluster(binary) as c:
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            names = ["{tidings:3}:a", "{tidings:3}:b", "{tidings:3}:c"]
+            out(f"  slots: {[c.keyslot(n) for n in names]}")
+            for i, n in enumerate(names):
+                await rc.xadd(n, {"i": str(i)})
+                await rc.xgroup_create(n, "g", id="0")
+            await attempt("XREAD over 3 streams, one tag", rc.xread(dict.fromkeys(names, "0")))
+            await attempt(
+                "XREADGROUP over 3 streams, one tag",
+                rc.xreadgroup("g", "c", dict.fromkeys(names, ">")),
+            )
+            await attempt(
+                "XREADGROUP BLOCK 500 over 3 streams, nothing new",
+                rc.xreadgroup("g", "c", dict.fromkeys(names, ">"), block=500),
+            )
+            await attempt("XREAD over two tags", rc.xread({"{a}x": "0", "{b}x": "0"}))
+        finally:
+            await rc.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
