@@ -562,6 +562,181 @@ async def multi_stream_read(binary: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 4. EVALSHA routing, script cache and failover
+
+
+@probe
+async def scripts_failover(binary: str) -> None:
+    with Cluster(binary) as c:
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            for n in c.alive():
+                call(n.port, "CONFIG", "RESETSTAT")
+            sha = await rc.script_load(LUA_SET)
+            await rc.function_load(LUA_LIB, replace=True)
+            for n in c.alive():
+                stats = info(n.port, "commandstats")
+                loads = stats.get("cmdstat_script|load", "calls=0").split(",")[0]
+                out(
+                    f"  {n.port} {n.role:6} SCRIPT LOAD {loads}; SCRIPT EXISTS -> "
+                    f"{call(n.port, 'SCRIPT', 'EXISTS', sha)}; FUNCTION LIST has plib -> "
+                    f"{'plib' in str(call(n.port, 'FUNCTION', 'LIST'))}"
+                )
+            for n in c.alive():
+                call(n.port, "CONFIG", "RESETSTAT")
+            masters = c.masters()
+            keys = [key_on(c, m, "es") for m in masters]
+            for k in keys:
+                await rc.evalsha(sha, 1, k, "v")
+            calls = {
+                m.port: info(m.port, "commandstats").get("cmdstat_evalsha", "calls=0").split(",")[0]
+                for m in masters
+            }
+            out(f"  one EVALSHA per key, keys on each master -> per master {calls}")
+            await attempt(
+                "  evalsha with keys in two slots", rc.evalsha(sha, 2, keys[0], keys[1], "v")
+            )
+            for n in c.alive():
+                call(n.port, "CONFIG", "RESETSTAT")
+            sha0 = await rc.script_load("return 1")
+            for _ in range(6):
+                await rc.evalsha(sha0, 0)
+            calls = {
+                m.port: info(m.port, "commandstats").get("cmdstat_evalsha", "calls=0").split(",")[0]
+                for m in c.alive()
+            }
+            out(f"  6 x EVALSHA with 0 keys -> per node {calls}")
+
+            victim = masters[0]
+            k = keys[0]
+            c.kill(victim)
+            new = await asyncio.to_thread(c.wait_failover, victim, 20)
+            await asyncio.to_thread(c.wait_healthy, 20)
+            out(f"  killed {victim.port}; promoted {new.port}")
+            out(f"  promoted node SCRIPT EXISTS -> {call(new.port, 'SCRIPT', 'EXISTS', sha)}")
+            await attempt(
+                "  rc.evalsha(sha, 1, k) on the promoted master", rc.evalsha(sha, 1, k, "w")
+            )
+            await attempt(
+                "  rc.fcall('pset', 1, k) on the promoted master", rc.fcall("pset", 1, k, "x")
+            )
+            script = rc.register_script(LUA_SET)
+            await attempt("  rc.register_script(...)(keys=[k])", script(keys=[k], args=["y"]))
+            out(f"  promoted node SCRIPT EXISTS now -> {call(new.port, 'SCRIPT', 'EXISTS', sha)}")
+            c.restart(victim)
+            await asyncio.to_thread(c.wait_healthy, 30)
+            out(
+                f"  restarted old master (now {victim.role}) SCRIPT EXISTS -> {call(victim.port, 'SCRIPT', 'EXISTS', sha)}"
+            )
+        finally:
+            await rc.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. scripts and maxmemory; undeclared keys
+
+SHEBANG_WRITE = "#!lua\nredis.call('SET', KEYS[1], 'a') redis.call('SET', KEYS[2], 'b') return 1"
+PLAIN_WRITE = "redis.call('SET', KEYS[1], 'a') redis.call('SET', KEYS[2], 'b') return 1"
+PLAIN_DEL_THEN_SET = "redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], 'b') return 1"
+SHEBANG_DEL_THEN_SET = "#!lua\n" + PLAIN_DEL_THEN_SET
+SHEBANG_ALLOW_OOM = "#!lua flags=allow-oom\n" + PLAIN_WRITE
+SHEBANG_NO_WRITES = "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])"
+UNDECLARED = "redis.call('SET', KEYS[1], 'a') redis.call('SET', ARGV[1], 'b') return 1"
+
+
+async def oom_cases(port: int, tag: str) -> None:
+    r = aioredis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+    try:
+        await r.flushall()
+        await r.config_set("maxmemory-policy", "noeviction")
+        k1, k2 = f"{{{tag}}}1", f"{{{tag}}}2"
+        await r.set(k1, "keep")
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory", str(used + 200_000))
+        i = 0
+        while True:  # fill to over maxmemory
+            try:
+                await r.set(f"{{{tag}}}fill{i}", "x" * 50_000)
+            except ResponseError as e:
+                out(f"  plain SET once full -> {e}")
+                break
+            i += 1
+        for name, lua in [
+            ("#!lua, SET k1, SET k2", SHEBANG_WRITE),
+            ("no shebang, SET k1, SET k2", PLAIN_WRITE),
+            ("no shebang, DEL k1, SET k2", PLAIN_DEL_THEN_SET),
+            ("#!lua, DEL k1, SET k2", SHEBANG_DEL_THEN_SET),
+            ("#!lua flags=allow-oom, SET k1, SET k2", SHEBANG_ALLOW_OOM),
+            ("#!lua flags=no-writes, GET", SHEBANG_NO_WRITES),
+        ]:
+            await r.config_set("maxmemory", "0")
+            await r.set(k1, "keep")
+            await r.delete(k2)
+            await r.config_set("maxmemory", str(used + 200_000))
+            res = await attempt(f"  {name}", r.eval(lua, 2, k1, k2))
+            del res
+            await r.config_set("maxmemory", "0")
+            out(f"      after: k1={await r.get(k1)!r} k2={await r.get(k2)!r}")
+        await r.config_set("maxmemory", "0")
+        await r.flushall()
+    finally:
+        await r.aclose()
+
+
+@probe
+async def scripts_oom(binary: str) -> None:
+    out("standalone server:")
+    port = free_port()
+    import tempfile
+    from pathlib import Path
+
+    from tests.topology import _server_argv
+
+    d = Path(tempfile.mkdtemp(prefix="oom-"))
+    node = Node(port=port, dir=d, argv=_server_argv(binary, port, d, False, "everysec", ()))
+    node.start()
+    try:
+        await oom_cases(port, "o")
+        r = aioredis.Redis(port=port)
+        out("undeclared key, standalone:")
+        await attempt("  no shebang", r.eval(UNDECLARED, 1, "{u}1", "{u}2"))
+        await attempt("  #!lua", r.eval("#!lua\n" + UNDECLARED, 1, "{u}1", "{u}2"))
+        await attempt("  #!lua, other slot", r.eval("#!lua\n" + UNDECLARED, 1, "{u}1", "{v}2"))
+        await r.aclose()
+    finally:
+        node.kill()
+    out("cluster:")
+    with Cluster(binary) as c:
+        k = "{u}1"
+        m = c.master_for_key(k)
+        await oom_cases(m.port, "u")
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            out("undeclared key, cluster:")
+            await attempt("  no shebang, same slot", rc.eval(UNDECLARED, 1, "{u}1", "{u}2"))
+            await attempt("  #!lua, same slot", rc.eval("#!lua\n" + UNDECLARED, 1, "{u}1", "{u}2"))
+            other = next(
+                f"{{z{i}}}"
+                for i in range(1000)
+                if c.master_for_key(f"{{z{i}}}") is m and c.keyslot(f"{{z{i}}}") != c.keyslot(k)
+            )
+            await attempt("  no shebang, other slot same node", rc.eval(UNDECLARED, 1, k, other))
+            await attempt(
+                "  #!lua, other slot same node", rc.eval("#!lua\n" + UNDECLARED, 1, k, other)
+            )
+            await attempt(
+                "  #!lua flags=allow-cross-slot-keys, other slot same node",
+                rc.eval("#!lua flags=allow-cross-slot-keys\n" + UNDECLARED, 1, k, other),
+            )
+            far = next(f"{{f{i}}}" for i in range(1000) if c.master_for_key(f"{{f{i}}}") is not m)
+            await attempt("  no shebang, key on another node", rc.eval(UNDECLARED, 1, k, far))
+        finally:
+            await rc.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
