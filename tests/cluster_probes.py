@@ -646,22 +646,19 @@ UNDECLARED = "redis.call('SET', KEYS[1], 'a') redis.call('SET', ARGV[1], 'b') re
 
 
 async def oom_cases(port: int, tag: str) -> None:
+    """Fill 400 kB with maxmemory off, then set maxmemory 200 kB under used_memory: the server
+    is then clearly over the limit (not at the edge, where a command's own query buffer
+    decides), and every case below starts from that state."""
     r = aioredis.Redis(port=port, retry=Retry(NoBackoff(), 0))
     try:
         await r.flushall()
+        await r.config_set("maxmemory", "0")
         await r.config_set("maxmemory-policy", "noeviction")
         k1, k2 = f"{{{tag}}}1", f"{{{tag}}}2"
-        await r.set(k1, "keep")
+        for i in range(40):
+            await r.set(f"{{{tag}}}fill{i}", "x" * 10_000)
         used = int((await r.info("memory"))["used_memory"])
-        await r.config_set("maxmemory", str(used + 200_000))
-        i = 0
-        while True:  # fill to over maxmemory
-            try:
-                await r.set(f"{{{tag}}}fill{i}", "x" * 50_000)
-            except ResponseError as e:
-                out(f"  plain SET once full -> {e}")
-                break
-            i += 1
+        limit = str(used - 200_000)
         for name, lua in [
             ("#!lua, SET k1, SET k2", SHEBANG_WRITE),
             ("no shebang, SET k1, SET k2", PLAIN_WRITE),
@@ -673,11 +670,20 @@ async def oom_cases(port: int, tag: str) -> None:
             await r.config_set("maxmemory", "0")
             await r.set(k1, "keep")
             await r.delete(k2)
-            await r.config_set("maxmemory", str(used + 200_000))
-            res = await attempt(f"  {name}", r.eval(lua, 2, k1, k2))
-            del res
-            await r.config_set("maxmemory", "0")
-            out(f"      after: k1={await r.get(k1)!r} k2={await r.get(k2)!r}")
+            await r.config_set("maxmemory", limit)
+            try:
+                await r.set(f"{{{tag}}}probe", "1")
+                state = "plain SET accepted (NOT over maxmemory!)"
+            except ResponseError as e:
+                state = f"plain SET refused: {e}"
+            out(f"  [{state}]")
+            for attempt_no in (1, 2):
+                await attempt(f"  {name} (EVAL #{attempt_no})", r.eval(lua, 2, k1, k2))
+                await r.config_set("maxmemory", "0")
+                out(f"      after: k1={await r.get(k1)!r} k2={await r.get(k2)!r}")
+                await r.set(k1, "keep")
+                await r.delete(k2)
+                await r.config_set("maxmemory", limit)
         await r.config_set("maxmemory", "0")
         await r.flushall()
     finally:
@@ -734,6 +740,188 @@ async def scripts_oom(binary: str) -> None:
             await attempt("  no shebang, key on another node", rc.eval(UNDECLARED, 1, k, far))
         finally:
             await rc.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Sentinel clients across a failover
+
+
+def describe_retry(conn: Any) -> str:
+    r = conn.retry
+    return (
+        f"retries={r.get_retries()} backoff={type(r._backoff).__name__} "
+        f"errors={sorted(e.__name__ for e in r._supported_errors)} "
+        f"socket_timeout={conn.socket_timeout}"
+    )
+
+
+@probe
+async def sentinel_failover(binary: str) -> None:
+    with SentinelSet(binary) as ss:
+        sent = Sentinel(ss.sentinels)
+        client = sent.master_for(ss.master_name)
+        conn = await client.connection_pool.get_connection()
+        out(f"  master_for() defaults: {describe_retry(conn)}")
+        await client.connection_pool.release(conn)
+        await client.set("k", "v")
+
+        out("-- SIGKILL the master; a loop of INCR every 10 ms through master_for()")
+        rec = Recorder("INCR via master_for (defaults)", lambda: client.incr("n"))
+        task = asyncio.create_task(rec.run())
+        await asyncio.sleep(0.5)
+        rec.t_kill = time.monotonic()
+        old = ss.kill_master()
+        new = await asyncio.to_thread(ss.wait_failover, old, 20)
+        out(f"  sentinels agree on {new.port} after {time.monotonic() - rec.t_kill:.3f}s")
+        await asyncio.sleep(1.5)
+        rec.stop = True
+        await task
+        rec.report()
+
+        out("-- restart the old master with the same command line (no --replicaof)")
+        t0 = time.monotonic()
+        ss.restart(old)
+        direct = aioredis.Redis(port=old.port, retry=Retry(NoBackoff(), 0))
+        out(f"  old master role right after restart: {old.role}")
+        await attempt("  direct client writes to it", direct.set("split", "brain"))
+        await asyncio.to_thread(ss.wait_ready, 30)
+        out(f"  sentinel converted it to a replica after {time.monotonic() - t0:.3f}s")
+        await attempt("  the split-brain write now", direct.get("split"))
+        await direct.aclose()
+
+        out("-- SENTINEL FAILOVER: the live master is demoted; pooled connections stay open")
+        t_conns = [await client.connection_pool.get_connection() for _ in range(3)]
+        for cn in t_conns:
+            await cn.connect()
+            await client.connection_pool.release(cn)
+        rec = Recorder("INCR via master_for (defaults)", lambda: client.incr("n"))
+        plain = aioredis.Redis(port=new.port, retry=Retry(NoBackoff(), 0))
+        await plain.ping()
+        rec2 = Recorder(f"INCR via plain Redis(port={new.port})", lambda: plain.incr("n2"))
+        tasks = [asyncio.create_task(rec.run()), asyncio.create_task(rec2.run())]
+        await asyncio.sleep(0.3)
+        rec.t_kill = rec2.t_kill = time.monotonic()
+        call(ss.sentinel_nodes[0].port, "SENTINEL", "FAILOVER", ss.master_name)
+        newer = await asyncio.to_thread(ss.wait_failover, new, 20)
+        out(f"  sentinels agree on {newer.port} after {time.monotonic() - rec.t_kill:.3f}s")
+        await asyncio.sleep(1.5)
+        rec.stop = rec2.stop = True
+        await asyncio.gather(*tasks)
+        rec.report()
+        rec2.report()
+        await plain.aclose()
+        await client.aclose()
+        await sent.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Retry on the plain async client
+
+
+async def standalone(binary: str) -> Node:
+    import tempfile
+    from pathlib import Path
+
+    from tests.topology import _server_argv
+
+    port = free_port()
+    d = Path(tempfile.mkdtemp(prefix="retry-"))
+    node = Node(port=port, dir=d, argv=_server_argv(binary, port, d, False, "everysec", ()))
+    node.start()
+    return node
+
+
+@probe
+async def retry_semantics(binary: str) -> None:
+    node = await standalone(binary)
+    try:
+        for label, kwargs in [
+            ("Redis() defaults, socket_timeout=0.5", {"socket_timeout": 0.5}),
+            (
+                "retry=Retry(NoBackoff(), 0)",
+                {"socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)},
+            ),
+            ("retry=None", {"socket_timeout": 0.5, "retry": None}),
+        ]:
+            out(f"-- {label}")
+            r = aioredis.Redis(port=node.port, **kwargs)
+            await r.delete("n")
+            conn = await r.connection_pool.get_connection()
+            out(f"  connection retry: {describe_retry(conn)}")
+            await r.connection_pool.release(conn)
+            for n in range(1, 0, -1):
+                del n
+            node.freeze()
+            t0 = time.monotonic()
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.2, node.thaw)
+            res = await attempt("  INCR n while the server is SIGSTOPped for 1.2 s", r.incr("n"))
+            del res
+            out(f"    returned after {time.monotonic() - t0:.3f}s")
+            await asyncio.sleep(1.5)
+            node.thaw()
+            await asyncio.sleep(0.2)
+            out(f"    n on the server afterwards: {call(node.port, 'GET', 'n')!r}")
+            await r.aclose()
+
+        out("-- ConnectionError: server killed and restarted under an idle pooled connection")
+        r = aioredis.Redis(port=node.port)
+        await r.set("x", "1")
+        node.kill()
+        node.start()
+        t0 = time.monotonic()
+        await attempt("  default client, next INCR on the stale pooled connection", r.incr("y"))
+        out(f"    took {time.monotonic() - t0:.3f}s")
+        await r.aclose()
+        r = aioredis.Redis(port=node.port, retry=Retry(NoBackoff(), 0))
+        await r.set("x", "1")
+        node.kill()
+        node.start()
+        await attempt("  retry=Retry(NoBackoff(), 0), next INCR", r.incr("y"))
+        await attempt("  and the one after", r.incr("y"))
+        await r.aclose()
+        out("-- server down: how long the default client tries")
+        r = aioredis.Redis(port=node.port)
+        await r.ping()
+        node.kill()
+        t0 = time.monotonic()
+        await attempt("  default client INCR, server gone", r.incr("y"))
+        out(f"    took {time.monotonic() - t0:.3f}s")
+        await r.aclose()
+    finally:
+        node.thaw()
+        node.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. WAIT right after a promotion
+
+
+@probe
+async def wait_after_promotion(binary: str) -> None:
+    with Cluster(binary) as c:
+        victim = c.masters()[0]
+        c.kill(victim)
+        new = await asyncio.to_thread(c.wait_failover, victim, 20)
+        r = aioredis.Redis(port=new.port)
+        try:
+            k = key_on(c, new, "w")
+            await r.set(k, "1")
+            for args in [(1, 100), (0, 100), (1, 1000)]:
+                t0 = time.monotonic()
+                await attempt(f"  WAIT {args[0]} {args[1]} on the promoted master", r.wait(*args))
+                out(f"    took {time.monotonic() - t0:.3f}s")
+            t0 = time.monotonic()
+            task = asyncio.create_task(r.wait(1, 0))
+            await asyncio.sleep(0.5)
+            out(
+                f"  WAIT 1 0 still blocked after 0.5 s: {not task.done()}; restarting the old master"
+            )
+            c.restart(victim)
+            await attempt("  WAIT 1 0", task)
+            out(f"    returned {time.monotonic() - t0:.3f}s after it was sent")
+        finally:
+            await r.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
