@@ -33,6 +33,7 @@ from tests.topology import (
     info,
     restore_replication,
     server_binaries,
+    wait_until,
 )
 
 Probe = Callable[[str], Awaitable[None]]
@@ -786,7 +787,8 @@ async def sentinel_failover(binary: str) -> None:
         await attempt("  direct client writes to it", direct.set("split", "brain"))
         await asyncio.to_thread(ss.wait_ready, 30)
         out(f"  sentinel converted it to a replica after {time.monotonic() - t0:.3f}s")
-        await attempt("  the split-brain write now", direct.get("split"))
+        await attempt("  same direct connection, GET split", direct.get("split"))
+        await attempt("  and again (new connection)", direct.get("split"))
         await direct.aclose()
 
         out("-- SENTINEL FAILOVER: the live master is demoted; pooled connections stay open")
@@ -804,6 +806,8 @@ async def sentinel_failover(binary: str) -> None:
         call(ss.sentinel_nodes[0].port, "SENTINEL", "FAILOVER", ss.master_name)
         newer = await asyncio.to_thread(ss.wait_failover, new, 20)
         out(f"  sentinels agree on {newer.port} after {time.monotonic() - rec.t_kill:.3f}s")
+        await asyncio.to_thread(wait_until, lambda: new.role == "slave", 30, "demotion")
+        out(f"  {new.port} says it is a replica after {time.monotonic() - rec.t_kill:.3f}s")
         await asyncio.sleep(1.5)
         rec.stop = rec2.stop = True
         await asyncio.gather(*tasks)
