@@ -406,21 +406,45 @@ async def blocking_reads(binary: str) -> None:
             out(f"  server CLIENT LIST lines: {len(clients.splitlines())}")
             small = RedisCluster.from_url(c.url, max_connections=2)
             await small.initialize()
+            dflt = small.commands_parser.node
+            masters = c.masters()
+            on_default = (
+                key_on(c, c.node(int(dflt.port)), "d")
+                if c.node(int(dflt.port)) in masters
+                else None
+            )
+            others = [m for m in masters if m.port != int(dflt.port)]
+            ka, kb = key_on(c, others[0], "a"), key_on(c, others[1], "b")
+            out(
+                f"  max_connections=2; commands_parser/default node {dflt.port}; A={others[0].port} B={others[1].port}"
+            )
             t0 = time.monotonic()
             res = await asyncio.gather(
-                *(small.xread({s1: "$"}, block=1000) for _ in range(3)), return_exceptions=True
+                *(small.xread({ka: "$"}, block=1000) for _ in range(3)), return_exceptions=True
             )
             out(
-                f"  max_connections=2, 3 concurrent blocked reads on one node: {[err(r) if isinstance(r, Exception) else r for r in res]} ({time.monotonic() - t0:.3f}s)"
+                f"  3 concurrent XREAD BLOCK 1000 on A: {[err(r) if isinstance(r, Exception) else r for r in res]} ({time.monotonic() - t0:.3f}s)"
             )
-            other_key = key_on(c, next(m for m in c.masters() if m.port != node.port), "o")
             res = await asyncio.gather(
-                small.xread({s1: "$"}, block=500),
-                small.xread({s2: "$"}, block=500),
-                small.xread({other_key: "$"}, block=500),
+                small.xread({ka: "$"}, block=500),
+                small.xread({ka + "2": "$"}, block=500),
+                small.xread({kb: "$"}, block=500),
                 return_exceptions=True,
             )
-            out(f"  max_connections=2, 2 blocked reads on node A + 1 on node B: {res}")
+            out(
+                f"  2 blocked on A + 1 on B: {[err(r) if isinstance(r, Exception) else r for r in res]}"
+            )
+            if on_default:
+                res = await asyncio.gather(
+                    small.xread({on_default: "$"}, block=500),
+                    small.xread({on_default + "2": "$"}, block=500),
+                    small.xread({kb: "0"}),
+                    small.get(kb),
+                    return_exceptions=True,
+                )
+                out(
+                    f"  2 blocked on the default node + XREAD (no block) on B + GET on B: {[err(r) if isinstance(r, Exception) else r for r in res]}"
+                )
             await small.aclose()
 
             out("  a blocked XREADGROUP while its master is SIGKILLed:")
@@ -532,6 +556,52 @@ async def movable_keys(binary: str) -> None:
             await asyncio.gather(*tasks)
             rec.report()
             rec2.report()
+            out(f"  commands_parser.node now {rc.commands_parser.node.port}")
+        finally:
+            await rc.aclose()
+
+
+@probe
+async def parser_node_death(binary: str) -> None:
+    """Only XREAD calls (movable keys) while the commands-parser node dies: nothing else on
+    the client triggers a topology refresh."""
+    with Cluster(binary) as c:
+        rc = RedisCluster.from_url(c.url)
+        await rc.initialize()
+        try:
+            victim = c.node(int(rc.commands_parser.node.port))
+            out(f"  commands_parser.node = default node = {victim.port} ({victim.role})")
+            target = next(m for m in c.masters() if m is not victim)
+            key = key_on(c, target, "pd")
+            await rc.xadd(key, {"a": "1"})
+            rec = Recorder(
+                f"XREAD on {key} (master {target.port})", lambda: rc.xread({key: "0"}, count=1)
+            )
+            task = asyncio.create_task(rec.run())
+            await asyncio.sleep(0.3)
+            rec.t_kill = time.monotonic()
+            c.kill(victim)
+            await asyncio.to_thread(c.wait_failover, victim, 20)
+            out(f"  failover done after {time.monotonic() - rec.t_kill:.3f}s")
+            await asyncio.sleep(8)
+            rec.stop = True
+            await task
+            rec.report()
+            out(f"  commands_parser.node now {rc.commands_parser.node.port}")
+            t0 = time.monotonic()
+            await attempt("  one GET on the same client", rc.get(key + "x"))
+            await attempt("  XREAD after that GET", rc.xread({key: "0"}, count=1))
+            out(f"    {time.monotonic() - t0:.3f}s")
+            node = rc.get_node_from_key(key)
+            await attempt(
+                "  execute_command('XREAD', ..., target_nodes=node)",
+                rc.execute_command("XREAD", "COUNT", 1, "STREAMS", key, "0", target_nodes=node),
+            )
+            await rc.aclose()
+            await attempt(
+                "  XREAD after rc.aclose() (next call re-initializes)",
+                rc.xread({key: "0"}, count=1),
+            )
             out(f"  commands_parser.node now {rc.commands_parser.node.port}")
         finally:
             await rc.aclose()
