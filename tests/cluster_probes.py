@@ -1006,6 +1006,50 @@ async def wait_after_promotion(binary: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the replica-lag helpers: what a master kill loses with each
+
+
+@probe
+async def lag_helpers(binary: str) -> None:
+    with Cluster(binary) as c:
+        for how in ("cut_replication", "freeze (SIGSTOP) until after the kill"):
+            master = c.masters()[0]
+            (replica,) = c.replicas_of(master)
+            key = key_on(c, master, "lag")
+            r = aioredis.Redis(port=master.port, retry=Retry(NoBackoff(), 0))
+            for i in range(100):
+                await r.rpush(key, i)
+            await attempt(f"-- {how}: 100 RPUSH, then WAIT 1 1000", r.wait(1, 1000))
+            if how == "cut_replication":
+                cut_replication(replica)
+            else:
+                replica.freeze()
+            for i in range(100, 300):
+                await r.rpush(key, i)
+            await attempt("  200 more RPUSH acknowledged, then WAIT 1 200", r.wait(1, 200))
+            await r.aclose()
+            t0 = time.monotonic()
+            c.kill(master)
+            if how != "cut_replication":
+                await asyncio.sleep(0.5)
+                replica.thaw()
+            new = await asyncio.to_thread(c.wait_failover, master, 30)
+            out(
+                f"  {new.port} promoted after {time.monotonic() - t0:.3f}s (was the replica: {new is replica})"
+            )
+            n = call(new.port, "LLEN", key)
+            out(f"  LLEN on the promoted master: {n} of 300 acknowledged")
+            if how == "cut_replication":
+                restore_replication_after_promotion = call(
+                    new.port, "CONFIG", "SET", "masterauth", ""
+                )
+                call(new.port, "CONFIG", "SET", "masteruser", "")
+                del restore_replication_after_promotion
+            c.restart(master)
+            await asyncio.to_thread(c.wait_healthy, 30)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
