@@ -9,7 +9,6 @@ Not collected by pytest (no test_ prefix); each probe stops every process it sta
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import AskError, ConnectionError, MovedError, ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
 
 from tests.topology import (
     Cluster,
@@ -31,7 +30,6 @@ from tests.topology import (
     cut_replication,
     free_port,
     info,
-    restore_replication,
     server_binaries,
     wait_until,
 )
@@ -376,7 +374,7 @@ async def blocking_reads(binary: str) -> None:
         rc = RedisCluster.from_url(c.url)
         await rc.initialize()
         try:
-            s1, s2 = "{b}:1", "{b}:2"
+            s1 = "{b}:1"
             await rc.xgroup_create(s1, "g", id="$", mkstream=True)
             node = rc.get_node_from_key(s1)
             t0 = time.monotonic()
@@ -930,8 +928,6 @@ async def retry_semantics(binary: str) -> None:
             conn = await r.connection_pool.get_connection()
             out(f"  connection retry: {describe_retry(conn)}")
             await r.connection_pool.release(conn)
-            for n in range(1, 0, -1):
-                del n
             node.freeze()
             t0 = time.monotonic()
             loop = asyncio.get_running_loop()
@@ -1040,11 +1036,9 @@ async def lag_helpers(binary: str) -> None:
             n = call(new.port, "LLEN", key)
             out(f"  LLEN on the promoted master: {n} of 300 acknowledged")
             if how == "cut_replication":
-                restore_replication_after_promotion = call(
-                    new.port, "CONFIG", "SET", "masterauth", ""
-                )
+                # the promoted replica still carries the bad credentials: clear them
+                call(new.port, "CONFIG", "SET", "masterauth", "")
                 call(new.port, "CONFIG", "SET", "masteruser", "")
-                del restore_replication_after_promotion
             c.restart(master)
             await asyncio.to_thread(c.wait_healthy, 30)
 

@@ -712,7 +712,7 @@ class SentinelSet:
             port = free_port()
             d = self.base_dir / f"sentinel-{port}"
             conf = d / "sentinel.conf"
-            self._conf_text = "\n".join(
+            conf_text = "\n".join(
                 [
                     f"port {port}",
                     f"bind {HOST}",
@@ -726,7 +726,7 @@ class SentinelSet:
                 ]
             )
             d.mkdir(parents=True, exist_ok=True)
-            conf.write_text(self._conf_text)
+            conf.write_text(conf_text)
             argv = [binary, str(conf), "--sentinel"]
             self.sentinel_nodes.append(Node(port=port, dir=d, argv=argv, name=f"sentinel:{port}"))
         self.n_replicas = replicas
