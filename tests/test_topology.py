@@ -22,7 +22,7 @@ from tests.topology import (
     Cluster,
     Node,
     SentinelSet,
-    call,
+    call_many,
     cut_replication,
     info,
     restore_replication,
@@ -124,8 +124,7 @@ async def test_master_kill_promotes_replica_then_restart_rejoins(healthy: Cluste
     victim = healthy.masters()[0]
     (replica,) = healthy.replicas_of(victim)
     key = key_on(healthy, victim, "kill")
-    call(victim.port, "SET", key, "before")
-    assert call(victim.port, "WAIT", 1, 1000) == 1
+    assert call_many(victim.port, ("SET", key, "before"), ("WAIT", 1, 1000)) == ["OK", 1]
 
     t0 = time.monotonic()
     healthy.kill(victim)
@@ -136,14 +135,14 @@ async def test_master_kill_promotes_replica_then_restart_rejoins(healthy: Cluste
     assert 2.0 < took < 10.0, took
     # right after a promotion the new master has no replica: WAIT 1 100 gives 0 at once
     t1 = time.monotonic()
-    assert call(new.port, "WAIT", 1, 100) == 0
+    assert call_many(new.port, ("SET", key, "after"), ("WAIT", 1, 100)) == ["OK", 0]
     assert time.monotonic() - t1 < 0.5
     await asyncio.to_thread(healthy.wait_healthy, 20)
     assert victim not in healthy.alive()
 
     client = RedisCluster.from_url(healthy.url)
     try:
-        assert await client.get(key) == b"before"
+        assert await client.get(key) == b"after"
     finally:
         await client.aclose()
 
@@ -197,14 +196,23 @@ async def test_cut_replication_makes_replica_lag(healthy: Cluster) -> None:
     key = key_on(healthy, master, "lag")
     cut_replication(replica)
     try:
-        call(master.port, "SET", key, "only-on-master")
-        assert call(master.port, "WAIT", 1, 200) == 0
+        assert call_many(master.port, ("SET", key, "x"), ("WAIT", 1, 200)) == ["OK", 0]
         assert info(replica.port, "replication")["master_link_status"] == "down"
         assert replica.role == "slave"
     finally:
         restore_replication(replica)
-    call(master.port, "SET", key, "again")
-    assert call(master.port, "WAIT", 1, 2000) == 1
+    assert call_many(master.port, ("SET", key, "again"), ("WAIT", 1, 2000)) == ["OK", 1]
+
+
+async def test_frozen_replica_stalls_but_keeps_the_bytes(healthy: Cluster) -> None:
+    master = healthy.masters()[1]
+    (replica,) = healthy.replicas_of(master)
+    key = key_on(healthy, master, "frz")
+    with replica.frozen():
+        assert call_many(master.port, ("SET", key, "v"), ("WAIT", 1, 200)) == ["OK", 0]
+        # WAIT on a connection that wrote nothing is no proof (Valkey: 1 at once)
+    assert call_many(master.port, ("SET", key, "w"), ("WAIT", 1, 2000)) == ["OK", 1]
+    assert call_many(replica.port, ("READONLY",), ("GET", key)) == ["OK", "w"]
 
 
 async def test_evalsha_then_wait_on_one_connection(healthy: Cluster, rc: RedisCluster) -> None:

@@ -8,6 +8,19 @@ polls). From async code, run the slow calls (`wait_healthy`, `wait_failover`, `r
 Nothing here touches the Redis on 6379: every server gets its own free port and directory, and
 every process is killed by its pid in `stop()`. A server started from the main thread also dies
 with the test process (Linux `PR_SET_PDEATHSIG`).
+
+    from tests.topology import Cluster, SentinelSet, server_binaries
+
+    with Cluster(server_binaries()["redis"]) as c:       # 3 masters + 3 replicas, ~2.5 s
+        rc = RedisCluster.from_url(c.url)
+        victim = c.master_for_key("{job}:1")
+        c.kill(victim)                                  # SIGKILL
+        new = c.wait_failover(victim)                   # its replica, ~3-4 s later
+        c.restart(victim); c.wait_healthy()             # rejoins as a synced replica
+
+    with SentinelSet(server_binaries()["valkey"]) as s:  # 1 master, 1 replica, 3 sentinels
+        client = Sentinel(s.sentinels).master_for(s.master_name)
+        old = s.kill_master(); s.wait_failover(old)     # ~2.3 s
 """
 
 from __future__ import annotations
@@ -110,6 +123,21 @@ def call(port: int, *args: Any, timeout: float = 2.0) -> Any:
     client = admin(port, timeout)
     try:
         return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def call_many(port: int, *commands: Sequence[Any], timeout: float = 5.0) -> list[Any]:
+    """Run several commands on ONE connection, in order, and return their raw replies (errors
+    as exception objects). Use it for `WAIT`: WAIT counts the replicas that acknowledged the
+    offset of the *same connection's* last command, so `call(SET)` then `call(WAIT)` (two
+    connections) does not wait for the SET (on Valkey 9 it returns at once)."""
+    client = admin(port, timeout)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
+        return pipe.execute(raise_on_error=False)
     finally:
         client.close()
 
