@@ -9,6 +9,7 @@ Not collected by pytest (no test_ prefix); each probe stops every process it sta
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -781,6 +782,7 @@ async def scripts_oom(binary: str) -> None:
         await r.aclose()
     finally:
         node.kill()
+        shutil.rmtree(d, ignore_errors=True)
     out("cluster:")
     with Cluster(binary) as c:
         k = "{u}1"
@@ -968,6 +970,7 @@ async def retry_semantics(binary: str) -> None:
     finally:
         node.thaw()
         node.kill()
+        shutil.rmtree(node.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
