@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.contract import TERMINAL
-from service.embedded import ServerProcess
-
 from bench.common import ROOT, Proc, env_for
+from service.core.embedded import ServerProcess
+from service.core.states import TERMINAL
 from service.producer import Producer
 
 RUNS = "chaos:runs"  # hash job id -> number of times the task body started

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service.embedded import ServerProcess  # noqa: E402
-from service.procs import die_with_parent  # noqa: E402
+from service.core.embedded import ServerProcess  # noqa: E402
+from service.core.procs import die_with_parent  # noqa: E402
 
 PREFIX = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -18,6 +18,7 @@ from typing import Any
 import redis.exceptions
 import structlog
 
+from service.core import connect
 from service.core.connect import BLOCK_MS
 from service.core.keys import Keys
 from service.core.retry import Backoff, is_transient
@@ -157,7 +158,8 @@ class Fetcher:
         if not active:
             await asyncio.sleep(self.block_ms / 1000)
             return
-        resp = await self.r.xreadgroup(
+        resp = await connect.xreadgroup(
+            self.r,
             GROUP,
             self.consumer,
             {self.keys.queue(self.k, q): ">" for q in active},

@@ -130,3 +130,46 @@ async def primaries(r: Any) -> list[Any]:
     if is_cluster(r):
         return [n for n in r.get_primaries()]
     return [r]
+
+
+def _on_node(r: Any, key: str) -> dict[str, Any]:
+    # a cluster client would ask its default node which keys XREAD names (COMMAND GETKEYS) and
+    # fail for good once that node is gone: route by the key's slot instead (MOVED is followed)
+    return {"target_nodes": r.get_node_from_key(key)} if is_cluster(r) else {}
+
+
+async def xread(r: Any, streams: dict[str, bytes], *, count: int, block: int) -> Any:
+    """XREAD of streams that share one slot, routed to its node (same reply as `r.xread`)."""
+    keys = list(streams)
+    return await r.execute_command(
+        "XREAD",
+        "COUNT",
+        count,
+        "BLOCK",
+        block,
+        "STREAMS",
+        *keys,
+        *(streams[k] for k in keys),
+        **_on_node(r, keys[0]),
+    )
+
+
+async def xreadgroup(
+    r: Any, group: str, consumer: str, streams: dict[str, str], *, count: int, block: int
+) -> Any:
+    """XREADGROUP of streams that share one slot, routed to its node."""
+    keys = list(streams)
+    return await r.execute_command(
+        "XREADGROUP",
+        "GROUP",
+        group,
+        consumer,
+        "COUNT",
+        count,
+        "BLOCK",
+        block,
+        "STREAMS",
+        *keys,
+        *(streams[k] for k in keys),
+        **_on_node(r, keys[0]),
+    )

@@ -73,4 +73,27 @@ async def _pipeline_run_and_wait(
 async def _cluster_run_and_wait(
     r: Any, call: Call[Any], n: int, timeout_ms: int
 ) -> tuple[Any, int]:
-    raise NotImplementedError("wait_replicas on a cluster")
+    """The same on a cluster: both commands in one pipeline to the node owning the keys (one
+    connection, in order). Redirections are not followed inside the pair (the WAIT would count
+    another node's replicas): a MOVED/ASK updates the slot map and is raised, and the caller's
+    retry sends the pair again to the right node (a redirected script did not run)."""
+    node = r.get_node_from_key(call.keys[0])
+    for attempt in range(2):
+        pipe = r.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", *call.command())
+        pipe.execute_command("WAIT", n, timeout_ms, target_nodes=node)
+        res = await pipe.execute(raise_on_error=False, allow_redirections=False)
+        first = res[0]
+        if isinstance(first, redis.exceptions.ResponseError):
+            if is_noscript(first) and attempt == 0:
+                await r.script_load(call.script.source)
+                continue
+            if isinstance(first, redis.exceptions.MovedError | redis.exceptions.AskError):
+                manager = getattr(r, "nodes_manager", None)
+                if manager is not None and isinstance(first, redis.exceptions.MovedError):
+                    await manager.move_slot(first)
+            raise first
+        if isinstance(res[1], Exception):
+            raise res[1]
+        return first, int(res[1])
+    raise AssertionError("unreachable")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from service.core import connect
 from service.core.keys import Keys
 from service.core.retry import Backoff, is_transient
 from service.core.states import TERMINAL_EVENTS
@@ -197,7 +198,9 @@ class Hub:
                     await self._check_rewound(k)
                     broken = False
                 cur = self._cursors[k]
-                resp = await self._r.xread({name: cur.id}, count=self._count, block=self._block_ms)
+                resp = await connect.xread(
+                    self._r, {name: cur.id}, count=self._count, block=self._block_ms
+                )
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
