@@ -26,7 +26,7 @@ from service.core.keys import Keys
 from service.core.queues import Queues
 from service.core.scripts import Call, Limits, NewJob, Ops, new_request_id
 from service.core.store import JobStore, check_id
-from service.core.tasks import Catalog, TaskSpec
+from service.core.tasks import REGISTRY, Catalog, TaskSpec
 from service.core.wire import (
     IDEM_RE,
     QUEUE_RE,
@@ -77,9 +77,10 @@ def limits_from(cfg: JobsConfig) -> Limits:
 class Producer:
     """Submit, inspect, wait for, watch, cancel and retry jobs.
 
-    `registry` holds the tasks this process has (their payloads are validated and normalised
-    at submit); other tasks are looked up in the deployment's task catalog (published by the
-    workers), and a name found in neither is refused.
+    `registry` holds the tasks whose payloads are validated and normalised at submit (default:
+    those registered in this process with `@task`); other tasks are looked up in the
+    deployment's task catalog (published by the workers), and a name found in neither is
+    refused.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class Producer:
         self.jobs_config = jobs or JobsConfig()
         self.limits = limits_from(self.jobs_config)
         self.ops = Ops(self.keys, self.limits)
-        self.registry: Mapping[str, TaskSpec] = registry or {}
+        self.registry: Mapping[str, TaskSpec] = REGISTRY if registry is None else registry
         self.store = JobStore(r, self.keys)
         self.queries = Queries(r, self.keys)
         self.catalog = Catalog(r, self.keys)

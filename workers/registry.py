@@ -8,13 +8,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, get_type_hints
 
-from service.core.tasks import TaskSpec
+from service.core.tasks import REGISTRY, TaskSpec
 from service.core.wire import QUEUE_RE, TASK_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# filled by @task as task modules are imported; handed explicitly to the Worker and Producer
-REGISTRY: dict[str, TaskSpec] = {}
+__all__ = ["REGISTRY", "TaskSpec", "load_modules", "task"]
 
 
 def task(

@@ -65,6 +65,10 @@ def _schema_hook(t: Any) -> dict[str, Any]:
     raise NotImplementedError
 
 
+# the tasks registered in this process (filled by `workers.task`); a Producer given no registry
+# reads it at call time, so a script that defines its tasks and submits them needs no wiring
+REGISTRY: dict[str, TaskSpec] = {}
+
 _encode = msgspec.json.Encoder().encode
 _decode_info = msgspec.json.Decoder(TaskInfo).decode
 
