@@ -25,6 +25,27 @@ def test_config_toml_holds_every_key_with_its_default() -> None:
     assert cfg == config_mod.Config()
 
 
+def test_readme_lists_every_key() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text, re.M))
+    defaults = msgspec.to_builtins(config_mod.Config())
+    assert set(rows) == set(defaults)
+    for section, values in defaults.items():
+        listed = set(re.findall(r"`(\w+)`", rows[section]))
+        assert set(values) <= listed, (section, set(values) - listed)
+
+
+@pytest.mark.parametrize("keys", ['[""]', '["ok-key", " "]', '["a b"]'])
+def test_blank_api_keys_are_refused(tmp_path: Path, keys: str) -> None:
+    # `api_keys = [""]` must not read as "no keys" (auth silently off on a public address)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[auth]\napi_keys = {keys}\n")
+    with pytest.raises(config_mod.ConfigError, match="auth.api_keys"):
+        config_mod.load(path, environ={})
+
+
 def test_env_overrides_every_type() -> None:
     cfg = config_mod.load(
         os.devnull,
