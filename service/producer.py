@@ -93,20 +93,25 @@ class Producer:
         redis_config: RedisConfig | None = None,
         owns_client: bool = False,
         hub_client: Any = None,
+        fast_client: Any = None,
     ) -> None:
-        # an asyncio client (single, cluster or sentinel) with decode_responses=False
+        # an asyncio client (single, cluster or sentinel) with decode_responses=False; the hot
+        # calls (scripts, reading a job) go through `fast` (the same client unless given)
         self.redis: Any = r
+        self.fast: Any = fast_client if fast_client is not None else r
         self.keys = keys or Keys()
         self.jobs_config = jobs or JobsConfig()
         self.limits = limits_from(self.jobs_config)
         self.ops = Ops(self.keys, self.limits)
         self.registry: Mapping[str, TaskSpec] = REGISTRY if registry is None else registry
-        self.store = JobStore(r, self.keys)
+        self.store = JobStore(self.fast, self.keys)
         self.queries = Queries(r, self.keys)
         self.catalog = Catalog(r, self.keys)
-        self.queue_registry = Queues(r, self.keys, self.ops, cap=self.jobs_config.max_queues)
+        self.queue_registry = Queues(
+            self.fast, self.keys, self.ops, cap=self.jobs_config.max_queues
+        )
         rc = redis_config or RedisConfig()
-        self.durability = Durability(r, rc.wait_replicas, rc.wait_timeout_ms)
+        self.durability = Durability(self.fast, rc.wait_replicas, rc.wait_timeout_ms)
         self._owns_client = owns_client
         self._hub_client = hub_client
         self._hub: Hub | None = None
@@ -133,6 +138,7 @@ class Producer:
         rc = cfg.redis
         r = connect.connect(rc, url)
         hub_r = connect.connect(rc, url, max_connections=partitions + 2)
+        fast = connect.connect_fast(rc, url)
         return cls(
             r,
             keys=Keys(prefix, partitions),
@@ -141,6 +147,7 @@ class Producer:
             redis_config=rc,
             owns_client=True,
             hub_client=hub_r,
+            fast_client=fast,
         )
 
     async def __aenter__(self) -> Self:
@@ -159,6 +166,8 @@ class Producer:
             await self.redis.aclose()
             if self._hub_client is not None:
                 await self._hub_client.aclose()
+            if self.fast is not self.redis:
+                await self.fast.aclose()
 
     @property
     def hub(self) -> Hub:

@@ -72,7 +72,9 @@ class Worker:
         parts = self.keys.partitions
         # blocking reads hold a connection each: one per partition, plus the writer and loops
         self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 8)
-        self.durability = Durability(self.r, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
+        # the hot calls (start, the writer's batches, defer) on the lean pipelining client
+        self.fast: Any = connect.connect_fast(cfg.redis, url)
+        self.durability = Durability(self.fast, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
         self.slots = Slots(self.concurrency, parts)
         self._stopping = asyncio.Event()
         self.writer = Writer(
@@ -217,6 +219,8 @@ class Worker:
     async def _close_clients(self) -> None:
         with contextlib.suppress(Exception):
             await self.r.aclose()
+        with contextlib.suppress(Exception):
+            await self.fast.aclose()
 
     async def _ensure_groups(self) -> None:
         for k in range(self.keys.partitions):
@@ -267,7 +271,7 @@ class Worker:
             return 0
         minute = int(time.time() // 60)
         rows = await retrying(
-            lambda: self.ops.start(k, self.name, entries, minute).run(self.r),
+            lambda: self.ops.start(k, self.name, entries, minute).run(self.fast),
             what="start",
             stop=self._stopping,
         )
@@ -302,7 +306,7 @@ class Worker:
     async def _defer(self, k: int, e: Entry, task: str) -> None:
         msg = f"waiting for a worker with task {task!r} (worker {self.name} does not have it)"
         verdict = await retrying(
-            lambda: self.ops.defer(k, e, self.name, DEFER_MS, msg).run(self.r),
+            lambda: self.ops.defer(k, e, self.name, DEFER_MS, msg).run(self.fast),
             what="defer",
             stop=self._stopping,
         )

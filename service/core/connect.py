@@ -173,3 +173,13 @@ async def xreadgroup(
         *(streams[k] for k in keys),
         **_on_node(r, keys[0]),
     )
+
+
+def connect_fast(cfg: RedisConfig, url: str) -> Any:
+    """A client for the hot calls: the lean pipelining one (`resp.FastRedis`) on a single
+    server; with a cluster or Sentinel (which route and fail over), a redis-py client."""
+    if cfg.cluster or cfg.sentinels:
+        return connect(cfg, url)
+    from service.core.resp import FastRedis
+
+    return FastRedis(url, socket_timeout=cfg.socket_timeout_s)

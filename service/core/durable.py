@@ -8,6 +8,7 @@ master that dies in between can still lose it; WAIT narrows that window, it does
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -43,7 +44,11 @@ class Durability:
         return await retrying(once, what=call.script.name, deadline_s=deadline_s)
 
     async def _run_and_wait(self, call: Call[R]) -> R:
-        if is_cluster(self._r):
+        from service.core.resp import FastRedis
+
+        if isinstance(self._r, FastRedis):
+            raw, acked = await _fast_run_and_wait(self._r, call, self.replicas, self.timeout_ms)
+        elif is_cluster(self._r):
             raw, acked = await _cluster_run_and_wait(self._r, call, self.replicas, self.timeout_ms)
         else:
             raw, acked = await _pipeline_run_and_wait(self._r, call, self.replicas, self.timeout_ms)
@@ -51,6 +56,26 @@ class Durability:
             self.unreplicated += 1
             log.warning("redis.unreplicated", op=call.script.name, acked=acked, want=self.replicas)
         return call.decode(raw)
+
+
+async def _fast_run_and_wait(r: Any, call: Call[Any], n: int, timeout_ms: int) -> tuple[Any, int]:
+    # issued in the same loop turn: one write, one connection, in this order
+    for attempt in range(2):
+        both: tuple[Any, Any] = await asyncio.gather(
+            r.evalsha(*call.command()),
+            r.execute_command("WAIT", n, timeout_ms),
+            return_exceptions=True,
+        )
+        res, acked = both
+        if isinstance(res, redis.exceptions.ResponseError) and is_noscript(res) and attempt == 0:
+            await r.script_load(call.script.source)
+            continue
+        if isinstance(res, BaseException):
+            raise res
+        if isinstance(acked, BaseException):
+            raise acked
+        return res, int(acked)
+    raise AssertionError("unreachable")
 
 
 async def _pipeline_run_and_wait(

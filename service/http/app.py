@@ -86,6 +86,7 @@ def create_app(
         r = connect.connect(cfg.redis, redis_url, max_connections=20)
         # the hub's blocking reads (one per partition) on a pool of their own
         hub_r = connect.connect(cfg.redis, redis_url, max_connections=keys.partitions + 2)
+        fast = connect.connect_fast(cfg.redis, redis_url)
         producer = Producer(
             r,
             keys=keys,
@@ -93,6 +94,7 @@ def create_app(
             registry=dict(registry or {}),
             redis_config=cfg.redis,
             hub_client=hub_r,
+            fast_client=fast,
         )
         app[PRODUCER] = producer
         app[QUERIES] = producer.queries
@@ -105,6 +107,8 @@ def create_app(
         await producer.close()
         await r.aclose()
         await hub_r.aclose()
+        if fast is not r:
+            await fast.aclose()
 
     async def end_streams(app: web.Application) -> None:
         # graceful shutdown: end every stream now so clients reconnect to another process
