@@ -24,7 +24,7 @@ from service.core.errors import Conflict, Invalid, NotFound, TooMany
 from service.core.hub import Hub
 from service.core.keys import Keys
 from service.core.queues import Queues
-from service.core.scripts import Call, Limits, NewJob, Ops, new_request_id
+from service.core.scripts import Call, Limits, NewJob, Ops, SubmitRow, new_request_id
 from service.core.store import JobStore, check_id
 from service.core.tasks import REGISTRY, Catalog, TaskSpec
 from service.core.wire import (
@@ -112,6 +112,7 @@ class Producer:
         )
         rc = redis_config or RedisConfig()
         self.durability = Durability(self.fast, rc.wait_replicas, rc.wait_timeout_ms)
+        self._batch = _Batcher(self)
         self._owns_client = owns_client
         self._hub_client = hub_client
         self._hub: Hub | None = None
@@ -268,9 +269,7 @@ class Producer:
     ) -> Submitted:
         new = await self._prepare(req, traceparent or "")
         await self._admit({new.queue})
-        k = self.keys.partition(new.id)
-        rows = await self.durability.run(self.ops.submit(k, [new]))
-        row = rows[0]
+        row = await self._batch.submit(new)
         # a fresh random id that already exists was created by an earlier try of this call
         if row.created or row.again or new.idempotency_key is None:
             return Submitted(job=_fresh(new, row.state, row.created_ms), created=True)
@@ -386,6 +385,50 @@ class Producer:
     async def take_rate(self, principal: str, per_second: float) -> bool:
         """Count one submit against `principal`'s per-second budget (shared by all processes)."""
         return await self.queries.take_rate(principal, per_second)
+
+
+class _Batcher:
+    """Concurrent single submits (many HTTP requests at once) go out together: those made in
+    one loop turn share one script call per partition, so 64 clients in flight cost a few
+    calls per turn, not 64. A lone submit waits one loop turn, no more."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._p = producer
+        self._pending: dict[int, list[tuple[NewJob, asyncio.Future[SubmitRow]]]] = {}
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()  # held: a task nobody holds can vanish
+
+    async def submit(self, new: NewJob) -> SubmitRow:
+        fut: asyncio.Future[SubmitRow] = asyncio.get_running_loop().create_future()
+        k = self._p.keys.partition(new.id)
+        self._pending.setdefault(k, []).append((new, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for k, items in pending.items():
+            for i in range(0, len(items), BATCH):
+                t = asyncio.ensure_future(self._send(k, items[i : i + BATCH]))
+                self._sending.add(t)
+                t.add_done_callback(self._sending.discard)
+
+    async def _send(self, k: int, items: list[tuple[NewJob, asyncio.Future[SubmitRow]]]) -> None:
+        try:
+            rows = await self._p.durability.run(self._p.ops.submit(k, [n for n, _ in items]))
+        except BaseException as e:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, fut), row in zip(items, rows, strict=True):
+            if not fut.done():
+                fut.set_result(row)
 
 
 def _fresh(new: NewJob, state: str, created_ms: int) -> Job:
