@@ -47,6 +47,7 @@ class FireEvent:
         "key",
         "partition",
         "queue",
+        "sse_chunk",
         "task",
         "type",
     )
@@ -66,6 +67,8 @@ class FireEvent:
         self._stored: Stored | None = None
         self._data: bytes | None = None
         self._frame: bytes | None = None
+        # the frame as the SSE layer writes it (HTTP chunked), cached there: once per event
+        self.sse_chunk: bytes | None = None
 
     @property
     def terminal(self) -> bool:

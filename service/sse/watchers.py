@@ -93,11 +93,16 @@ class Watcher:
         raise NotImplementedError
 
     def write_raw(self, data: bytes) -> None:
+        self.write_chunk(chunk(data))
+
+    def write_chunk(self, chunked: bytes) -> None:
+        """Write bytes already in HTTP chunked framing (built once per event, for every
+        watcher of it)."""
         t = self.transport
         if t is None or t.is_closing():
             self.close("gone")
             return
-        t.write(chunk(data))
+        t.write(chunked)
         self.last_write = time.monotonic()
         queued = t.get_write_buffer_size()
         if queued:
@@ -138,7 +143,10 @@ class JobWatcher(Watcher):
         if ev.key <= self.sent:
             return
         self.sent = ev.key
-        self.write_raw(ev.frame())
+        c = ev.sse_chunk
+        if c is None:
+            c = ev.sse_chunk = chunk(ev.frame())
+        self.write_chunk(c)
         if ev.terminal:
             self.ended = True
             self.close("terminal")
@@ -189,7 +197,10 @@ class FirehoseWatcher(Watcher):
             return
         if self.accepts(ev.queue, ev.task):
             if self.keys.partitions == 1:
-                self.write_raw(ev.frame())
+                c = ev.sse_chunk
+                if c is None:
+                    c = ev.sse_chunk = chunk(ev.frame())
+                self.write_chunk(c)
             else:
                 self.write_raw(sse_frame(self.sse_id(), ev.type.encode(), ev.data()))
 
