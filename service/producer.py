@@ -273,11 +273,17 @@ class Producer:
         traceparent: str | None = None,
     ) -> list[Job]:
         """Submit many jobs in few round trips (one script call per partition and batch of
-        100), all validated before any is written."""
+        100), all validated before any is written: an invalid item raises Invalid with its
+        index in the path (`$.jobs[3].payload.n`, as in the body of POST /api/jobs/batch)."""
         prepared: list[NewJob] = []
-        for it in items:
+        for i, it in enumerate(items):
             req = it if isinstance(it, SubmitRequest) else SubmitRequest(task=it[0], payload=it[1])
-            prepared.append(await self._prepare(req, traceparent or ""))
+            try:
+                prepared.append(await self._prepare(req, traceparent or ""))
+            except Invalid as e:
+                # name the item: "$.payload.n" of the fourth job is "$.jobs[3].payload.n"
+                where = f"$.jobs[{i}]" + (e.path or "$")[1:]
+                raise Invalid(e.message, path=where) from e
         await self._admit({new.queue for new in prepared})
         by_part: dict[int, list[NewJob]] = {}
         for new in prepared:

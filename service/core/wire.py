@@ -130,6 +130,15 @@ class Job(msgspec.Struct, kw_only=True):
     status_url: str | None = None
 
 
+class WatchLinks(msgspec.Struct, kw_only=True):
+    """Fresh watch links for a job (POST /api/jobs/{id}/token): what a long-lived page needs
+    when the links it was given expire. `expires_at` is when these stop opening."""
+
+    events_url: str
+    status_url: str
+    expires_at: str
+
+
 # job hash field -> what it holds (the scripts write exactly these, plus event fields "1".."n")
 JOB_FIELDS: Final[dict[str, str]] = {
     "t": "task",
