@@ -330,7 +330,7 @@ class Client:
                     raise error_from(r.status, raw)
                 return raw
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise Unreachable(f"cannot reach {self.base_url}: {type(e).__name__} {e}") from e
+            raise Unreachable(f"cannot reach {self.base_url} ({str(e) or type(e).__name__})") from e
 
     # -- submit -------------------------------------------------------------------------------
 
