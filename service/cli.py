@@ -305,7 +305,7 @@ class Rate:
 
 class CountColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        cur, total = task.fields.get("current"), task.fields.get("total")
+        cur, total = task.fields.get("n_current"), task.fields.get("n_total")
         if cur is None:
             return Text("")
         return Text(f"{_num(cur)}/{_num(total)}" if total is not None else _num(cur))
@@ -367,7 +367,8 @@ class Bar:
             total=None,
             state="…",
             message="connecting",
-            current=None,
+            n_current=None,
+            n_total=None,
             rate=None,
             eta_at=None,
         )
@@ -385,38 +386,60 @@ class Bar:
     def event(self, ev: WatchEvent) -> None:
         d = ev.data
         fields: dict[str, Any] = {}
-        state = getattr(d, "state", None)
-        if isinstance(d, GoneEvent):
-            state = "gone"
+        state = "gone" if isinstance(d, GoneEvent) else d.state
         if state:
             fields["state"] = state
         current: float | None = None
         total: float | None = None
-        message: str | None = None
+        message: str | None = None  # None: the message shown stays
         if isinstance(d, ProgressEvent):
-            current, total, message = d.current, d.total, d.message
+            current, total, message = d.current, d.total, d.message or ""
             at = _ts_seconds(d.ts)
             if at is not None:
                 self.rate.add(at, float(d.current))
         elif isinstance(d, SnapshotEvent) and d.progress is not None:
-            current, total, message = d.progress.current, d.progress.total, d.progress.message
+            current, total = d.progress.current, d.progress.total
+            message = d.progress.message or ""
+        elif isinstance(d, LogEvent | QueuedEvent) and d.message:
+            message = d.message
+        elif isinstance(d, RetryingEvent | FailedEvent | GoneEvent):
+            message = describe(ev)
         if current is not None:
-            fields.update(current=current, total=total)
+            fields.update(n_current=current, n_total=total)
             self.progress.update(self.task, total=total, completed=current)
-        rate = self.rate.per_second()
-        fields["rate"] = rate
         task = self.progress.tasks[0]
-        cur, tot = task.fields.get("current"), task.fields.get("total")
-        if rate and cur is not None and tot is not None and state == "running":
-            fields["eta_at"] = time.monotonic() + max(0.0, tot - cur) / rate
-        else:
-            fields["eta_at"] = None
-        if message is None and not isinstance(d, ProgressEvent | SnapshotEvent):
-            message = describe(ev) if ev.type not in ("started",) else None
         if ev.type == "succeeded" and task.total is None:
             self.progress.update(self.task, total=1, completed=1)  # done, size unknown: full
-        fields["message"] = escape(message or "")
+        rate = self.rate.per_second()
+        fields["rate"] = rate
+        cur, tot = task.fields.get("n_current"), task.fields.get("n_total")
+        fields["eta_at"] = None
+        if rate and cur is not None and tot is not None and state == "running":
+            fields["eta_at"] = time.monotonic() + max(0.0, tot - cur) / rate
+        if message is not None:
+            fields["message"] = escape(message)
+        elif task.fields.get("message") == "connecting" or "reconnecting" in str(
+            task.fields.get("message")
+        ):
+            fields["message"] = ""
         self.progress.update(self.task, **fields)
+
+
+def summary(ev: WatchEvent) -> str:
+    """The line under a finished bar: the result, the error, or why the job is gone."""
+    d = ev.data
+    match d:
+        case SucceededEvent():
+            return "result " + _encode(d.result).decode()
+        case FailedEvent():
+            return _error_text(d.error)
+        case GoneEvent():
+            return d.reason
+        case SnapshotEvent():
+            if d.error is not None and d.state == "failed":
+                return _error_text(d.error)
+            return "result " + _encode(d.result).decode() if d.state == "succeeded" else ""
+    return ""
 
 
 async def follow(
@@ -449,7 +472,7 @@ async def follow(
     if last is not None:
         state = (last.data.state if isinstance(last.data, SnapshotEvent) else last.type) or ""
         style = STATE_STYLE.get(state, "")
-        console.print(f"[{style}]{escape(state)}[/]  {escape(job_id)}  {escape(describe(last))}")
+        console.print(f"[{style}]{escape(state)}[/]  {escape(job_id)}  {escape(summary(last))}")
     return code
 
 

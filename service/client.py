@@ -43,9 +43,15 @@ from service.core.errors import (
     Unavailable,
 )
 from service.core.states import TERMINAL
-from service.core.wire import Job, SnapshotEvent, WatchEvent, WatchLinks, decode_public
-from service.producer import SubmitRequest
-from service.queries import QueueStats
+from service.core.wire import (
+    Job,
+    QueueStats,
+    SnapshotEvent,
+    SubmitRequest,
+    WatchEvent,
+    WatchLinks,
+    decode_public,
+)
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 DEFAULT_RETRY_S: Final = 2.0  # until the stream's own `retry:` line says otherwise
