@@ -130,9 +130,6 @@ function fmt(n) {
 export class TidingsProgress extends HTMLElement {
   static observedAttributes = ["src"];
 
-  /** A page-supplied async function ({job, lastEventId}) => fresh events URL; see the top. */
-  refreshUrl = null;
-
   #url = null; // the events URL in use (the src, or a refreshed one)
   #lastId = null;
   #es = null;
@@ -144,6 +141,7 @@ export class TidingsProgress extends HTMLElement {
   #display = null; // expired / error: what the element shows instead of the job's state
   #job = null;
   #parts;
+  #refreshUrl = null;
 
   constructor() {
     super();
@@ -166,6 +164,24 @@ export class TidingsProgress extends HTMLElement {
     this.#parts = { track, bar, state, message, count };
     this.#job = this.#fresh();
     // no attributes on the host here: createElement() forbids it; connectedCallback renders
+    // a property the page set before this module defined the element: take it over
+    for (const name of ["refreshUrl", "src"]) {
+      if (Object.prototype.hasOwnProperty.call(this, name)) {
+        const value = this[name];
+        delete this[name];
+        this[name] = value;
+      }
+    }
+  }
+
+  /** A page-supplied async function ({job, lastEventId}) => a fresh events URL (or null),
+   * called when the link in use has expired (401); see the top of this file. */
+  get refreshUrl() {
+    return this.#refreshUrl;
+  }
+
+  set refreshUrl(fn) {
+    this.#refreshUrl = typeof fn === "function" ? fn : null;
   }
 
   /** The events URL (the `src` attribute). Setting another one follows another job. */
@@ -270,6 +286,7 @@ export class TidingsProgress extends HTMLElement {
     es.addEventListener("open", () => {
       if (this.#es === es) {
         this.#backoff = 500;
+        this.#refreshes = 0; // the link in use works
         this.dataset.connection = "live";
       }
     });
@@ -298,7 +315,6 @@ export class TidingsProgress extends HTMLElement {
       return;
     }
     if (id && type !== "gone") this.#lastId = id;
-    this.#refreshes = 0;
     this.#apply(type, data);
     this.#render();
     this.#emit("tidings:event", { type, id: type === "gone" ? null : id, data });
@@ -431,13 +447,13 @@ export class TidingsProgress extends HTMLElement {
   }
 
   async #refresh() {
-    if (typeof this.refreshUrl !== "function" || this.#refreshes >= MAX_REFRESHES) {
+    if (!this.#refreshUrl || this.#refreshes >= MAX_REFRESHES) {
       return this.#giveUp("expired", "tidings:expired", { lastEventId: this.#lastId });
     }
     this.#refreshes += 1;
     let fresh = null;
     try {
-      fresh = await this.refreshUrl({ job: this.#job.id, lastEventId: this.#lastId });
+      fresh = await this.#refreshUrl({ job: this.#job.id, lastEventId: this.#lastId });
     } catch (e) {
       fresh = null;
     }
