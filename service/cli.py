@@ -348,11 +348,12 @@ class Bar:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(bar_width=None, table_column=Column(ratio=2, min_width=10)),
-            PercentColumn(),
-            CountColumn(),
-            RateColumn(),
-            EtaColumn(),
-            StateColumn(),
+            # fixed widths: the bar does not jump as figures come and go
+            PercentColumn(table_column=Column(width=4, justify="right")),
+            CountColumn(table_column=Column(min_width=7, justify="right")),
+            RateColumn(table_column=Column(width=8, justify="right")),
+            EtaColumn(table_column=Column(width=8)),
+            StateColumn(table_column=Column(width=9)),
             TextColumn(
                 "{task.fields[message]}",
                 table_column=Column(ratio=3, no_wrap=True, overflow="ellipsis"),
