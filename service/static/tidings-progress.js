@@ -5,7 +5,8 @@
 //
 // It shows an accessible bar (role="progressbar", aria-valuenow, aria-valuemax), the latest
 // message and the state; reflects the state on the host as data-state (connecting, queued,
-// scheduled, running, succeeded, failed, cancelled, gone, expired, error); follows the job's
+// scheduled, running, succeeded, failed, cancelled, gone, expired, error) and the stream's
+// health as data-connection (live, reconnecting, offline, ended); follows the job's
 // events with an EventSource, which resumes by itself with Last-Event-ID after a cut or a
 // restart of the service; stops at the terminal event; and dispatches bubbling, composed DOM
 // events:
