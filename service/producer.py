@@ -33,13 +33,15 @@ from service.core.wire import (
     TASK_RE,
     Job,
     Progress,
+    QueueStats,
     StoredEvent,
+    SubmitRequest,
     WatchEvent,
     idempotent_job_id,
     iso,
     new_job_id,
 )
-from service.queries import Queries, QueueStats
+from service.queries import Queries
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -47,18 +49,6 @@ MAX_DELAY_S = 366 * 86400.0
 MAX_TIMEOUT_S = 7 * 86400.0
 BATCH = 100  # jobs per script call in submit_many: short calls, packed while the last one runs
 T = TypeVar("T")
-
-
-class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The body of POST /api/jobs, and one item of submit_many."""
-
-    task: str
-    payload: Any = None
-    queue: str | None = None
-    delay_s: float = 0.0
-    max_attempts: int | None = None
-    timeout_s: float | None = None
-    idempotency_key: str | None = None
 
 
 class Submitted(msgspec.Struct, kw_only=True):
@@ -282,11 +272,17 @@ class Producer:
         traceparent: str | None = None,
     ) -> list[Job]:
         """Submit many jobs in few round trips (one script call per partition and batch of
-        100), all validated before any is written."""
+        100), all validated before any is written: an invalid item raises Invalid with its
+        index in the path (`$.jobs[3].payload.n`, as in the body of POST /api/jobs/batch)."""
         prepared: list[NewJob] = []
-        for it in items:
+        for i, it in enumerate(items):
             req = it if isinstance(it, SubmitRequest) else SubmitRequest(task=it[0], payload=it[1])
-            prepared.append(await self._prepare(req, traceparent or ""))
+            try:
+                prepared.append(await self._prepare(req, traceparent or ""))
+            except Invalid as e:
+                # name the item: "$.payload.n" of the fourth job is "$.jobs[3].payload.n"
+                where = f"$.jobs[{i}]" + (e.path or "$")[1:]
+                raise Invalid(e.message, path=where) from e
         await self._admit({new.queue for new in prepared})
         by_part: dict[int, list[NewJob]] = {}
         for new in prepared:

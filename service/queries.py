@@ -16,22 +16,18 @@ from service.core.keys import Keys
 from service.core.scripts import GROUP
 from service.core.states import STATES
 from service.core.store import JobStore
-from service.core.wire import JOB_ID_RE, JOB_PREFIX_RE, QUEUE_RE, Job, job_id_time_ms
+from service.core.wire import (
+    JOB_ID_RE,
+    JOB_PREFIX_RE,
+    QUEUE_RE,
+    Job,
+    QueueStats,
+    job_id_time_ms,
+)
 
 _decode = msgspec.json.Decoder().decode
 # an id's time and the index entry's time come from different clocks: allow for skew
 SKEW_MS = 120_000
-
-
-class QueueStats(msgspec.Struct, kw_only=True):
-    name: str
-    queued: int = 0
-    running: int = 0
-    scheduled: int = 0
-    dead: int = 0
-    workers: int = 0
-    paused: bool = False
-    oldest_queued_ms: int | None = None  # when the oldest job not yet started was queued
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True):

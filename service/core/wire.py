@@ -130,6 +130,40 @@ class Job(msgspec.Struct, kw_only=True):
     status_url: str | None = None
 
 
+class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of POST /api/jobs, one item of POST /api/jobs/batch and of submit_many."""
+
+    task: str
+    payload: Any = None
+    queue: str | None = None
+    delay_s: float = 0.0
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+
+
+class QueueStats(msgspec.Struct, kw_only=True):
+    """One queue's figures (GET /api/queues, Producer.queues)."""
+
+    name: str
+    queued: int = 0
+    running: int = 0
+    scheduled: int = 0
+    dead: int = 0
+    workers: int = 0
+    paused: bool = False
+    oldest_queued_ms: int | None = None  # when the oldest job not yet started was queued
+
+
+class WatchLinks(msgspec.Struct, kw_only=True):
+    """Fresh watch links for a job (POST /api/jobs/{id}/token): what a long-lived page needs
+    when the links it was given expire. `expires_at` is when these stop opening."""
+
+    events_url: str
+    status_url: str
+    expires_at: str
+
+
 # job hash field -> what it holds (the scripts write exactly these, plus event fields "1".."n")
 JOB_FIELDS: Final[dict[str, str]] = {
     "t": "task",

@@ -74,7 +74,9 @@ def create_app(
     from the catalog the workers publish)."""
     _quiet_aiohttp()
     app = web.Application(
-        middlewares=[metrics.measure, headers, errors, proxied, cors, authenticate],
+        # cors outside errors: a 401 or 404 reaches a page on another origin as what it is
+        # (a page tells an expired watch link from a network error only that way)
+        middlewares=[metrics.measure, headers, cors, errors, proxied, authenticate],
         client_max_size=cfg.http.max_body_bytes,
     )
     app[SETTINGS] = cfg
@@ -124,6 +126,7 @@ def create_app(
     r.add_get("/api/jobs/{id}/events", job_events)
     r.add_post("/api/jobs/{id}/cancel", jobs.cancel)
     r.add_post("/api/jobs/{id}/retry", jobs.retry)
+    r.add_post("/api/jobs/{id}/token", jobs.token)
     r.add_get("/api/events", streams.firehose)
     r.add_get("/api/tasks", ops.tasks)
     r.add_get("/api/queues", ops.queues)

@@ -75,8 +75,12 @@ class Auth:
         return _b64(hmac.new(self._signing, msg, hashlib.sha256).digest()[:18])
 
     def watch_token(self, job_id: str, now: float | None = None) -> str:
+        return self.watch_grant(job_id, now)[0]
+
+    def watch_grant(self, job_id: str, now: float | None = None) -> tuple[str, int]:
+        """A watch token for the job, and when it expires (Unix seconds)."""
         exp = int((now or time.time()) + self.token_ttl_s)
-        return f"{exp:x}.{self._mac('watch', job_id, str(exp))}"
+        return f"{exp:x}.{self._mac('watch', job_id, str(exp))}", exp
 
     def check_watch_token(self, token: str, job_id: str, now: float | None = None) -> str:
         """'ok', 'expired' or 'invalid'."""

@@ -1,4 +1,5 @@
-"""Job endpoints: submit (one or a batch), read, list and search, events, cancel, retry."""
+"""Job endpoints: submit (one or a batch), read, list and search, events, cancel, retry, and
+fresh watch links."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import msgspec
 from aiohttp import web
 
 from service.core.errors import BadRequest, Invalid, TooMany
-from service.core.wire import Job, decode_stored, encode_public, public, stored_type
+from service.core.wire import (
+    Job,
+    WatchLinks,
+    decode_stored,
+    encode_public,
+    iso,
+    public,
+    stored_type,
+)
 from service.http.state import AUTH, PRINCIPAL, PRODUCER, QUERIES, SETTINGS
 from service.producer import SubmitRequest
 
@@ -32,12 +41,21 @@ def json_response(
     )
 
 
+def watch_links(request: web.Request, job_id: str) -> WatchLinks:
+    """The job's events and status URLs, with one read-only token scoped to this job."""
+    base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
+    token, exp = request.app[AUTH].watch_grant(job_id)
+    return WatchLinks(
+        events_url=f"{base}/api/jobs/{job_id}/events?token={token}",
+        status_url=f"{base}/api/jobs/{job_id}?token={token}",
+        expires_at=iso(exp * 1000) or "",
+    )
+
+
 def with_urls(request: web.Request, job: Job) -> Job:
     """Attach the job's watch links, each with a read-only token scoped to this job."""
-    base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
-    token = request.app[AUTH].watch_token(job.id)
-    job.events_url = f"{base}/api/jobs/{job.id}/events?token={token}"
-    job.status_url = f"{base}/api/jobs/{job.id}?token={token}"
+    links = watch_links(request, job.id)
+    job.events_url, job.status_url = links.events_url, links.status_url
     return job
 
 
@@ -97,6 +115,13 @@ async def submit_batch(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job = await request.app[PRODUCER].get(request.match_info["id"])
     return json_response(with_urls(request, job))
+
+
+async def token(request: web.Request) -> web.Response:
+    """POST /api/jobs/{id}/token (with a key): new events and status URLs for the job, so an
+    app's backend can hand a long-lived page a fresh link when the one it has expires."""
+    job = await request.app[PRODUCER].get(request.match_info["id"])
+    return json_response(watch_links(request, job.id))
 
 
 async def job_event_list(request: web.Request) -> web.Response:
