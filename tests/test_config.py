@@ -42,7 +42,7 @@ def test_blank_api_keys_are_refused(tmp_path: Path, keys: str) -> None:
     # `api_keys = [""]` must not read as "no keys" (auth silently off on a public address)
     path = tmp_path / "c.toml"
     path.write_text(f"[auth]\napi_keys = {keys}\n")
-    with pytest.raises(config_mod.ConfigError, match="auth.api_keys"):
+    with pytest.raises(config_mod.ConfigError, match=r"auth\.api_keys"):
         config_mod.load(path, environ={})
 
 
