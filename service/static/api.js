@@ -138,18 +138,3 @@ export function jobStreamUrl(job, lastEventId) {
 export function openStream(url) {
   return new EventSource(url);
 }
-
-export const EVENT_TYPES = [
-  "queued",
-  "scheduled",
-  "started",
-  "progress",
-  "log",
-  "retrying",
-  "succeeded",
-  "failed",
-  "cancelled",
-  "snapshot",
-];
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-export const STATES = ["queued", "scheduled", "running", "succeeded", "failed", "cancelled"];

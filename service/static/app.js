@@ -6,13 +6,15 @@
 // With auth on and no session, a sign-in form stands in for whatever the URL names, which is
 // shown once signed in; a 401 later brings the form back without touching the URL.
 
+import { tickAges } from "./age.js";
 import { api, onUnauthorized, session } from "./api.js";
-import { mountDead } from "./dead.js";
-import { announce, clear, h, tickAges } from "./dom.js";
-import { mountJob } from "./job.js";
-import { mountJobs } from "./jobs.js";
-import { mountSignIn } from "./signin.js";
-import { mountSubmit } from "./submit.js";
+import { mountDead } from "./dead-view.js";
+import { clear, h } from "./dom.js";
+import { mountJob } from "./job-view.js";
+import { mountJobs } from "./jobs-view.js";
+import { mountSignIn } from "./signin-view.js";
+import { mountSubmit } from "./submit-view.js";
+import { announce } from "./toast.js";
 
 const JOB_PATH = /^\/jobs\/([0-9A-Za-z_-]{1,64})\/?$/;
 const main = document.getElementById("main");

@@ -1,6 +1,5 @@
-// How one SSE event changes a job as the dashboard shows it, and how an event reads in the log.
-
-import { errorText, fmtNum, fmtTime, shortJson } from "./dom.js";
+// Pure: how one SSE event changes a job as the dashboard shows it (the client's copy of the
+// server's apply_event in service/contract.py). No DOM.
 
 export function emptyProgress() {
   return { current: null, total: null, message: null };
@@ -73,38 +72,4 @@ export function applyEvent(job, type, d) {
       break;
   }
   return job;
-}
-
-/** One line describing an event for the job's event log. */
-export function eventDetails(type, d) {
-  switch (type) {
-    case "queued":
-      return d.attempt ? `back in queue ${d.queue || ""}`.trim() : `submitted to queue ${d.queue || ""}`.trim();
-    case "scheduled":
-      return d.due ? `due at ${fmtTime(d.due)}` : "scheduled";
-    case "started":
-      return `attempt ${d.attempt ?? "?"} started`;
-    case "progress": {
-      const parts = [];
-      if (d.current !== undefined && d.current !== null) {
-        parts.push(d.total ? `${fmtNum(d.current)} / ${fmtNum(d.total)}` : fmtNum(d.current));
-      }
-      if (d.message) parts.push(d.message);
-      return parts.join(" — ");
-    }
-    case "log":
-      return d.message ?? "";
-    case "retrying":
-      return errorText(d.error) + (d.due ? ` — next attempt at ${fmtTime(d.due)}` : "");
-    case "succeeded":
-      return d.result === undefined || d.result === null ? "done" : shortJson(d.result);
-    case "failed":
-      return errorText(d.error);
-    case "cancelled":
-      return d.reason || "cancelled";
-    case "snapshot":
-      return `current state: ${d.state || "?"} (earlier events are no longer stored)`;
-    default:
-      return shortJson(d);
-  }
 }

@@ -1,7 +1,10 @@
 // Dead letters at "/?view=dead&queue=NAME": jobs that failed for good, with a retry button each.
 
+import { ageEl } from "./age.js";
 import { api } from "./api.js";
-import { ageEl, announce, clear, errorText, h, setText } from "./dom.js";
+import { clear, h, setText } from "./dom.js";
+import { errorText } from "./format.js";
+import { announce } from "./toast.js";
 
 export function mountDead(root, params, nav) {
   let disposed = false;
