@@ -445,3 +445,22 @@ def _iter_fields() -> Iterator[str]:
 
 def test_the_scripts_write_only_documented_job_fields() -> None:
     assert set(_iter_fields()) <= set(wire.JOB_FIELDS), set(_iter_fields()) - set(wire.JOB_FIELDS)
+
+
+def test_the_dashboard_imports_the_state_machine_the_server_generates() -> None:
+    """No hand-written copy in the dashboard: /static/contract.js is generated from states.py
+    and every module that needs a state list imports it."""
+    from service.core.states import CANCELLABLE, RETRYABLE, TERMINAL, contract_module
+
+    static = resources.files("service").joinpath("static")
+    assert not static.joinpath("contract.js").is_file()
+    js = contract_module()
+    for name in ("STATES", "TERMINAL", "EVENT_TYPES", "CANCELLABLE", "RETRYABLE"):
+        assert f"export const {name} " in js
+    for s in (*STATES, *TERMINAL, *CANCELLABLE, *RETRYABLE):
+        assert f'"{s}"' in js
+    for p in static.iterdir():
+        if p.name.endswith(".js"):
+            text = p.read_text()
+            # a state list spelled out by hand is a copy
+            assert '["queued", "scheduled"' not in text and "'queued','scheduled'" not in text, p

@@ -143,6 +143,7 @@ def create_app(
     r.add_get("/metrics", metrics.metrics)
     r.add_get("/", index)
     r.add_get("/jobs/{id}", index)
+    r.add_get("/static/contract.js", ops.contract_js)  # before the static files: generated
     if STATIC.exists():
         r.add_static("/static/", STATIC)
     return app

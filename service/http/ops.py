@@ -9,7 +9,7 @@ from aiohttp import web
 
 from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.retry import is_transient
-from service.core.states import contract_document
+from service.core.states import contract_document, contract_module
 from service.core.wire import QUEUE_RE
 from service.http.jobs import json_response, with_urls
 from service.http.state import PRODUCER, QUERIES
@@ -84,6 +84,15 @@ async def workers(request: web.Request) -> web.Response:
 async def contract(request: web.Request) -> web.Response:
     """GET /api/contract: the job states, terminal states, transitions and event names."""
     return json_response(contract_document())
+
+
+async def contract_js(request: web.Request) -> web.Response:
+    """GET /static/contract.js: the state machine as an ES module (generated, never copied)."""
+    return web.Response(
+        text=contract_module(),
+        content_type="text/javascript",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
-// Pure: how one SSE event changes a job as the dashboard shows it (the client's copy of the
-// server's apply_event in service/contract.py). No DOM.
+// Pure: how one SSE event changes a job as the dashboard shows it (as the server's
+// apply_event in service/core/wire.py does; states come from the generated contract.js). No DOM.
 
 export function emptyProgress() {
   return { current: null, total: null, message: null };
