@@ -27,7 +27,7 @@ from service.core.states import TERMINAL
 from service.core.wire import StoredEvent
 from service.producer import Producer
 from tests.follower import MARK
-from tests.helpers import ROOT, Stack, base_env, eventually, read_sse
+from tests.helpers import ROOT, Stack, base_env, eventually, read_sse, worker_children
 
 pytestmark = pytest.mark.e2e
 FAST = {
@@ -155,3 +155,88 @@ async def test_hub_frozen_past_the_firehose_trim_resyncs_every_watcher(
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+
+
+# -- 2. a worker frozen between fetching an entry and starting it --------------------------------
+
+
+async def pending_consumer(p: Producer, entry_of_job: str) -> str | None:
+    """The consumer that holds the job's queue entry, if one was delivered."""
+    stream = p.keys.queue(0, "default")
+    entry = await p.redis.hget(p.keys.job(entry_of_job), "e")
+    if not entry:
+        return None
+    rows = await p.redis.xpending_range(stream, "tidings", entry, entry, 1)
+    return rows[0]["consumer"].decode() if rows else None
+
+
+async def test_worker_frozen_between_fetch_and_start_is_fenced_not_the_healthy_run(
+    redis_url: str, stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """Worker A is frozen right after XREADGROUP handed it an entry (the reply is in its socket,
+    unread). The lease runs out, worker B takes the entry over and runs the job. When A wakes,
+    its stale `start` must change nothing: the job runs once, as attempt 1, and succeeds (with
+    max_attempts=1 a wrong takeover would dead-letter it)."""
+    # a socket timeout far past the freeze: A's read completes when it wakes, as in the field
+    st = stack_factory(
+        redis_url,
+        TIDINGS_JOBS_LEASE_S="1",
+        TIDINGS_WORKERS_POLL_S="0.1",
+        TIDINGS_REDIS_SOCKET_TIMEOUT_S="60",
+    )
+    a = await st.start_workers(1)
+    (a_pid,) = await children(a, 1)
+    p = await st.producer()
+    marker = tmp_path / "m"
+    job = None
+    for _ in range(20):  # A must be inside its blocking read when it is frozen
+        os.kill(a_pid, signal.SIGSTOP)
+        job = await p.submit("t.marked", {"marker": str(marker), "seconds": 2.0}, max_attempts=1)
+
+        async def delivered(job_id: str = job.id) -> str | None:
+            return await pending_consumer(p, job_id)
+
+        try:
+            holder = await eventually(delivered, timeout=1.0, what="entry delivered to A")
+            assert f":{a_pid}:" in holder
+            break
+        except AssertionError:
+            os.kill(a_pid, signal.SIGCONT)  # not blocked at that moment: let it run, try again
+            await p.wait(job.id, timeout=20)
+            job = None
+    assert job is not None, "A was never caught inside XREADGROUP"
+    runs_before = len(marker_lines(marker))
+    try:
+        b = await st.start_workers(1, wait=False)
+        (b_pid,) = await children(b, 1)
+        await eventually(
+            lambda: asyncio.sleep(0, len(marker_lines(marker)) > runs_before),
+            timeout=20,
+            what="B took the entry over and started the job",
+        )
+    finally:
+        os.kill(a_pid, signal.SIGCONT)
+    done = await p.wait(job.id, timeout=30)
+    assert done.state == "succeeded" and done.attempt == 1, (done.state, done.error)
+    events = await p.events(job.id)
+    assert [e.type for e in events] == ["queued", "started", "succeeded"]
+    runs = [line for line in marker_lines(marker) if line[0] == job.id]
+    assert [(r[1], int(r[2])) for r in runs] == [("1", b_pid)]
+    # A woke, read its stale entry, was refused, and is still the same healthy process
+    another = await p.submit("t.noop", {})
+    assert (await p.wait(another.id, timeout=20)).state == "succeeded"
+    assert a.poll() is None and worker_children(a) == [a_pid]
+
+
+async def children(sup: subprocess.Popen[bytes], n: int) -> list[int]:
+    """The pids of a `python -m workers` supervisor's n worker processes, once all started."""
+
+    async def started() -> list[int] | None:
+        kids = worker_children(sup)
+        return kids if len(kids) == n else None
+
+    return await eventually(started, timeout=20, what=f"{n} worker processes")
+
+
+def marker_lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
