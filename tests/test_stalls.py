@@ -23,9 +23,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from service.core.embedded import ServerProcess
 from service.core.states import TERMINAL
 from service.core.wire import StoredEvent
 from service.producer import Producer
+from tests import servers
+from tests.conftest import DEFAULT_KIND
 from tests.follower import MARK
 from tests.helpers import ROOT, Stack, base_env, eventually, read_sse, worker_children
 
@@ -240,3 +243,140 @@ async def children(sup: subprocess.Popen[bytes], n: int) -> list[int]:
 
 def marker_lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- 2b. Redis frozen past the socket timeout, under load ---------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of this test's own (it gets frozen, filled or restarted)."""
+    server = servers.start(DEFAULT_KIND, tmp_path / "own-redis")
+    yield server
+    server.kill()  # SIGKILL also ends a stopped process
+
+
+def progress_twice(events: list[StoredEvent]) -> list[tuple[object, ...]]:
+    """Progress events written twice (a re-sent write applied again)."""
+    seen: set[tuple[object, ...]] = set()
+    dups = []
+    for e in events:
+        if e.type == "progress":
+            d = e.decode()
+            key = (d.attempt, getattr(d, "current", None))
+            if key in seen:
+                dups.append(key)
+            seen.add(key)
+    return dups
+
+
+async def test_redis_frozen_past_the_socket_timeout_under_load(
+    own_redis: ServerProcess, stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """Redis stops answering for longer than the clients' socket timeout (3 s) while 64 jobs
+    run and clients submit, cancel and retry. Calls that timed out may still run when Redis
+    wakes, and may be sent again: no healthy job may fail or run twice (the lease is longer
+    than the freeze), no progress event may be written twice, a fresh submit answers 201 or 503
+    (never 200: it is not someone else's job; never 500), and cancel/retry answer 200 or 503
+    and mean it."""
+    st = stack_factory(
+        own_redis.url,
+        TIDINGS_REDIS_SOCKET_TIMEOUT_S="3",
+        TIDINGS_JOBS_LEASE_S="15",
+        TIDINGS_JOBS_BACKOFF_BASE_S="0.05",
+        TIDINGS_WORKERS_POLL_S="0.1",
+    )
+    await st.start_service()
+    sup = await st.start_workers(2)
+    kids = await children(sup, 2)
+    p = await st.producer()
+    scheduled = [await p.submit("t.noop", {}, delay_s=300) for _ in range(2)]
+    doomed = [await p.submit("t.fail", {}, max_attempts=1) for _ in range(2)]
+    for j in doomed:
+        assert (await p.wait(j.id, timeout=20)).state == "failed"
+    load = await p.submit_many([("t.steps", {"n": 10, "delay": 0.05}) for _ in range(400)])
+
+    async def busy() -> bool:
+        return (await p.queues())["default"].running >= 32
+
+    await eventually(busy, timeout=20, what="jobs running")
+    statuses: list[int] = []
+    accepted: list[str] = []
+    resumed_at: list[int] = []  # how many answers there were when Redis woke
+    stop = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=60)
+
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+
+        async def submitter() -> None:
+            body = {"task": "t.steps", "payload": {"n": 3, "delay": 0.02}}
+            while not stop.is_set():
+                async with s.post(st.http + "/api/jobs", json=body) as r:
+                    statuses.append(r.status)
+                    if r.status == 201:
+                        accepted.append((await r.json())["id"])
+                    elif r.status == 503:
+                        assert r.headers.get("Retry-After"), "503 without Retry-After"
+
+        async def control(what: str, job_id: str) -> int:
+            async with s.post(f"{st.http}/api/jobs/{job_id}/{what}") as r:
+                return r.status
+
+        submitters = [asyncio.create_task(submitter()) for _ in range(4)]
+        try:
+            await eventually(lambda: asyncio.sleep(0, len(accepted) >= 20), what="submits flow")
+            loop = asyncio.get_running_loop()
+            assert own_redis.proc is not None
+            os.kill(own_redis.proc.pid, signal.SIGSTOP)
+            t0 = loop.time()
+            try:
+                during = [
+                    asyncio.create_task(control("cancel", scheduled[0].id)),
+                    asyncio.create_task(control("retry", doomed[0].id)),
+                ]
+
+                async def felt() -> bool:
+                    logs = "".join(st.log(f"workers-{i}") for i in range(len(st.workers)))
+                    return 503 in statuses and "Timeout reading" in logs
+
+                await eventually(felt, timeout=20, what="the freeze felt by service and workers")
+                # past the socket timeout twice: calls sent again after a timeout also hang
+                await asyncio.sleep(max(0.0, t0 + 7 - loop.time()))
+            finally:
+                assert own_redis.proc is not None
+                os.kill(own_redis.proc.pid, signal.SIGCONT)
+            resumed_at.append(len(statuses))
+            cancel_during, retry_during = [await t for t in during]
+            await eventually(
+                lambda: asyncio.sleep(0, len(statuses) > resumed_at[0] + 40), what="submits again"
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*submitters)
+        cancel_after = await control("cancel", scheduled[1].id)
+        retry_after = await control("retry", doomed[1].id)
+
+    assert set(statuses) <= {201, 503}, sorted(set(statuses))
+    assert 503 in statuses
+    assert cancel_during in (200, 503) and retry_during in (200, 503)
+    assert cancel_after == 200 and retry_after == 200
+    if cancel_during == 200:
+        assert (await p.get(scheduled[0].id)).state == "cancelled"
+    assert (await p.get(scheduled[1].id)).state == "cancelled"
+    ids = [j.id for j in load] + accepted
+    for jid in ids:
+        done = await p.wait(jid, timeout=60)
+        assert done.state == "succeeded" and done.attempt == 1, (jid, done.state, done.error)
+    for jid in ids:
+        events = await p.events(jid)
+        one_terminal(events)
+        assert "retrying" not in [e.type for e in events], jid
+        assert not progress_twice(events), (jid, progress_twice(events))
+    # every job Redis holds gets done, also those whose submit answered 503 but landed
+    await eventually(lambda: drained_but(p, 1), timeout=60, what="everything ran")
+    assert worker_children(sup) == kids, "a worker process was restarted"
+
+
+async def drained_but(p: Producer, scheduled: int) -> bool:
+    q = (await p.queues())["default"]
+    return q.queued + q.running == 0 and q.scheduled == scheduled
