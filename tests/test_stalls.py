@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -380,3 +381,112 @@ async def test_redis_frozen_past_the_socket_timeout_under_load(
 async def drained_but(p: Producer, scheduled: int) -> bool:
     q = (await p.queues())["default"]
     return q.queued + q.running == 0 and q.scheduled == scheduled
+
+
+# -- 3. Redis out of memory, busy, read-only; a loop that dies anyway ------------------------------
+
+
+def log_events(st: Stack, name: str) -> list[dict[str, object]]:
+    """The JSON log lines of one of the stack's logs (children share their supervisor's)."""
+    path = st.logdir / f"{name}.log"
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            if line.startswith("{"):
+                out.append(json.loads(line))
+    return out
+
+
+def worker_log_text(st: Stack) -> str:
+    return "".join(
+        (st.logdir / f"workers-{i}.log").read_text()
+        for i in range(len(st.workers))
+        if (st.logdir / f"workers-{i}.log").exists()
+    )
+
+
+async def test_out_of_memory_episode_503s_then_drains_with_every_worker_alive(
+    own_redis: ServerProcess, stack_factory: Callable[..., Stack]
+) -> None:
+    """Submits fill Redis up to `maxmemory` (noeviction). The API answers 503 with Retry-After
+    (never 500); workers that fetch entries they cannot start, and finish jobs they cannot
+    write, wait it out; the lease thread keeps running jobs' leases (its script may run when
+    full) and says so once, not with a traceback a second. Once memory is freed, every accepted
+    job runs, once, on the same worker processes."""
+    st = stack_factory(own_redis.url, **FAST)
+    await st.start_service()
+    sup = await st.start_workers(2)
+    kids = await children(sup, 2)
+    p = await st.producer()
+    r = p.redis
+    long = await p.submit_many([("t.steps", {"n": 30, "delay": 0.1}) for _ in range(10)])
+
+    async def running(n: int) -> bool:
+        return (await p.queues())["default"].running >= n
+
+    await eventually(lambda: running(10), what="long jobs running")
+    async with aiohttp.ClientSession() as s:
+
+        async def post(path: str, body: object = None) -> tuple[int, dict[str, object]]:
+            async with s.post(st.http + path, json=body) as resp:
+                data = await resp.json()
+                if resp.status == 503:
+                    assert resp.headers.get("Retry-After"), data
+                return resp.status, data
+
+        # a backlog the workers will see only once memory is full (a paused queue)
+        assert (await post("/api/queues/default/pause"))[0] == 200
+        backlog = await p.submit_many([("t.steps", {"n": 3, "delay": 0.02}) for _ in range(100)])
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory", used + 3 * 1024 * 1024)
+        statuses: list[int] = []
+        accepted: list[str] = []
+        pad = "x" * 50_000
+        while statuses[-5:] != [503] * 5:
+            assert len(statuses) < 2000, "never filled up"
+            status, data = await post("/api/jobs", {"task": "t.noop", "payload": {"pad": pad}})
+            statuses.append(status)
+            if status == 201:
+                accepted.append(str(data["id"]))
+            else:
+                error = data["error"]
+                assert isinstance(error, dict) and error["code"] == "unavailable", data
+        assert set(statuses) == {201, 503} and len(accepted) >= 10, statuses
+        # and it stays full (request buffers come and go at the edge; nothing here is evicted)
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory", used // 2)
+        # full: the workers now fetch what they cannot start
+        assert (await post("/api/queues/default/resume"))[0] == 200
+        t0 = time.monotonic()
+
+        async def stuck() -> bool:
+            text = worker_log_text(st)
+            return '"what": "start"' in text and "maxmemory" in text
+
+        await eventually(stuck, timeout=20, what="workers refused a start for lack of memory")
+        # well past the lease: a fetched entry that cannot start is taken over, again and again
+        await asyncio.sleep(max(0.0, t0 + 6 - time.monotonic()))
+        status, _ = await post("/api/jobs", {"task": "t.noop", "payload": {}})
+        assert status == 503
+        await r.config_set("maxmemory", 0)
+        ids = [j.id for j in long + backlog] + accepted
+        for jid in ids:
+            done = await p.wait(jid, timeout=60)
+            assert done.state == "succeeded", (jid, done.state, done.error)
+            events = await p.events(jid)
+            one_terminal(events)
+        # the long jobs kept their leases through it (renew may run when Redis is full)
+        for j in long:
+            assert (await p.get(j.id)).attempt == 1, j.id
+        status, _ = await post("/api/jobs", {"task": "t.noop", "payload": {}})
+        assert status == 201
+    assert worker_children(sup) == kids, "a worker process died"
+    lines = log_events(st, "workers-0")
+    lease = [x for x in lines if str(x.get("event", "")).startswith("lease.")]
+    assert not [x for x in lease if x["event"] == "lease.error"], lease
+    # once per episode per process (each followed by its recovery), not once a renewal: the
+    # last episode alone lasted over 6 s of renewals every 0.67 s in each of the 2 processes
+    down = [x for x in lease if x["event"] == "lease.redis_unavailable"]
+    up = [x for x in lease if x["event"] == "lease.recovered"]
+    assert 1 <= len(down) <= len(up) <= 2 * 3, [x["event"] for x in lease]
+    assert "Traceback" not in worker_log_text(st)
