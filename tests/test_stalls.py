@@ -490,3 +490,96 @@ async def test_out_of_memory_episode_503s_then_drains_with_every_worker_alive(
     up = [x for x in lease if x["event"] == "lease.recovered"]
     assert 1 <= len(down) <= len(up) <= 2 * 3, [x["event"] for x in lease]
     assert "Traceback" not in worker_log_text(st)
+
+
+async def test_busy_and_read_only_redis_503_then_drain(
+    own_redis: ServerProcess, stack_factory: Callable[..., Stack]
+) -> None:
+    """Two more error replies that pass by themselves: BUSY (a slow script holds Redis for 4 s)
+    and READONLY (the server turned into a replica, as after a failover). The API answers 503
+    with Retry-After, never 500; no worker loop dies or logs a traceback; everything accepted
+    runs once when they pass."""
+    from service.core.embedded import free_port
+
+    st = stack_factory(own_redis.url, **{**FAST, "TIDINGS_JOBS_LEASE_S": "15"})
+    await st.start_service()
+    sup = await st.start_workers(2)
+    kids = await children(sup, 2)
+    p = await st.producer()
+    r = p.redis
+    load = await p.submit_many([("t.steps", {"n": 10, "delay": 0.05}) for _ in range(200)])
+    statuses: list[int] = []
+    accepted: list[str] = []
+    async with aiohttp.ClientSession() as s:
+
+        async def submit_until(done: Callable[[], bool]) -> None:
+            body = {"task": "t.steps", "payload": {"n": 2, "delay": 0.01}}
+            while not done():
+                async with s.post(st.http + "/api/jobs", json=body) as resp:
+                    statuses.append(resp.status)
+                    if resp.status == 201:
+                        accepted.append((await resp.json())["id"])
+                    elif resp.status == 503:
+                        assert resp.headers.get("Retry-After")
+
+        # BUSY: a read-only script spinning for 4 s
+        await r.config_set("busy-reply-threshold", 100)
+        slow = (
+            "#!lua flags=no-writes\n"
+            "local t = tonumber(redis.call('TIME')[1])\n"
+            "while tonumber(redis.call('TIME')[1]) < t + 4 do end\n"
+            "return 1"
+        )
+        spin = asyncio.create_task(
+            asyncio.to_thread(
+                lambda: __import__("redis").Redis.from_url(own_redis.url).eval(slow, 0)
+            )
+        )
+        await submit_until(spin.done)
+        assert await spin == 1
+        busy = list(statuses)
+        assert 503 in busy, busy
+        # READONLY: a replica of a master that is not there (it keeps its data meanwhile)
+        await r.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        t0 = time.monotonic()
+        try:
+            await submit_until(lambda: time.monotonic() > t0 + 4)
+        finally:
+            await r.execute_command("REPLICAOF", "NO", "ONE")
+        assert 503 in statuses[len(busy) :]
+        await submit_until(lambda: len(statuses) > len(busy) + 100 and statuses[-1] == 201)
+    assert set(statuses) <= {201, 503}, sorted(set(statuses))
+    for jid in [j.id for j in load] + accepted:
+        done = await p.wait(jid, timeout=60)
+        assert done.state == "succeeded" and done.attempt == 1, (jid, done.state, done.error)
+        one_terminal(await p.events(jid))
+    assert worker_children(sup) == kids, "a worker process died"
+    assert "Traceback" not in worker_log_text(st)
+    assert '"http.error"' not in st.log("service")
+
+
+async def test_a_worker_whose_loop_dies_exits_and_is_restarted(
+    redis_url: str, stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """A fetch loop that ends anyway (a bug) must not leave a process that registers as alive
+    and fetches nothing: the process exits 1, the supervisor starts a fresh one, the job it was
+    running is handed back and runs, and later jobs run too."""
+    st = stack_factory(redis_url, **FAST)
+    sup = await st.start_workers(1)
+    (first,) = await children(sup, 1)
+    p = await st.producer()
+    marker = tmp_path / "broke"
+    job = await p.submit("t.break_loop", {"marker": str(marker)})
+
+    async def replaced() -> list[int] | None:
+        kids = worker_children(sup)
+        return kids if kids and first not in kids else None
+
+    (second,) = await eventually(replaced, timeout=30, what="a fresh worker process")
+    assert int(marker.read_text()) == first
+    assert '"worker.loop_died"' in worker_log_text(st)
+    done = await p.wait(job.id, timeout=30)
+    assert done.state == "succeeded" and done.result == second
+    later = await p.submit("t.noop", {})
+    assert (await p.wait(later.id, timeout=20)).state == "succeeded"
+    assert sup.poll() is None
