@@ -260,7 +260,7 @@ def own_redis(tmp_path: Path) -> Iterator[ServerProcess]:
 def progress_twice(events: list[StoredEvent]) -> list[tuple[object, ...]]:
     """Progress events written twice (a re-sent write applied again)."""
     seen: set[tuple[object, ...]] = set()
-    dups = []
+    dups: list[tuple[object, ...]] = []
     for e in events:
         if e.type == "progress":
             d = e.decode()
@@ -583,3 +583,67 @@ async def test_a_worker_whose_loop_dies_exits_and_is_restarted(
     later = await p.submit("t.noop", {})
     assert (await p.wait(later.id, timeout=20)).state == "succeeded"
     assert sup.poll() is None
+
+
+# -- 7. Redis back without its data ------------------------------------------------------------------
+
+
+async def test_redis_restarted_without_its_data_ends_watchers_of_vanished_jobs(
+    own_redis: ServerProcess, stack_factory: Callable[..., Stack]
+) -> None:
+    """Redis restarts empty (no persistence) while a job is watched, and new submits land
+    before the service's hub even notices (the service is frozen meanwhile). A watcher of the
+    vanished job must get a `gone` event and an end, not heartbeats forever; its reconnect
+    with Last-Event-ID gets 204 (an EventSource stops); `Producer.watch` ends with `gone` and
+    `Producer.wait` raises NotFound; a firehose watcher gets a `snapshot`, then the new events."""
+    from service.core.errors import NotFound
+
+    st = stack_factory(own_redis.url, **FAST)
+    await st.start_service()
+    await st.start_workers(1)
+    p = await st.producer()
+    assert st.service is not None
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as s,
+        s.get(f"{st.http}/api/events") as fire,
+    ):
+        job = await p.submit("t.sleep", {"seconds": 60})
+        await read_sse(fire, until=lambda ev: ev[-1].event == "progress")
+        per_job = await s.get(f"{st.http}/api/jobs/{job.id}/events")
+        before = await read_sse(per_job, until=lambda ev: ev[-1].event == "progress")
+        watched: list[str] = []
+
+        async def watching() -> None:
+            async for ev in p.watch(job.id):
+                watched.append(ev.type)
+
+        watch = asyncio.create_task(watching())
+        waiter = asyncio.create_task(p.wait(job.id, timeout=60))
+        await eventually(lambda: asyncio.sleep(0, len(watched) >= 3), what="Producer.watch live")
+        with frozen(st.service.pid):
+            own_redis.kill()
+            own_redis.start()
+            # more events than the old server ever had, with later ids: only the counter tells
+            new = await p.submit_many([("t.noop", {}) for _ in range(30)])
+            await eventually(lambda: drained(p), timeout=30, what="new jobs done")
+        rest = await read_sse(per_job, timeout=30)
+        assert [e.event for e in rest] == ["gone"], [e.event for e in rest]
+        assert json.loads(rest[0].data)["job"] == job.id
+        async with s.get(
+            f"{st.http}/api/jobs/{job.id}/events", headers={"Last-Event-ID": str(before[-1].id)}
+        ) as again:
+            assert again.status == 204
+        async with s.get(f"{st.http}/api/jobs/{job.id}/events") as fresh:
+            assert fresh.status == 404  # never watched: an unknown job
+        await asyncio.wait_for(watch, 30)
+        assert watched[-1] == "gone", watched
+        with pytest.raises(NotFound):
+            await asyncio.wait_for(waiter, 30)
+        probe = await p.submit("t.noop", {})
+        seen = await read_sse(
+            fire, until=lambda ev: any(probe.id in e.data for e in ev), timeout=30
+        )
+        assert seen[0].event == "snapshot", [e.event for e in seen[:3]]
+        assert json.loads(seen[0].data).get("reason") == "gap", seen[0].data
+    assert [(await p.get(j.id)).state for j in new] == ["succeeded"] * len(new)
