@@ -24,6 +24,7 @@ from redis._parsers.base import BaseParser
 
 from service.core import config as config_mod
 from service.core.errors import Invalid
+from service.core.queues import Queues
 from service.core.retry import is_transient
 from service.http.app import create_app
 from service.http.auth import Auth
@@ -63,6 +64,12 @@ async def raw_request(client: Client, head: bytes) -> tuple[int, bytes]:
     return status, data.partition(b"\r\n\r\n")[2]
 
 
+def parsed(reply: str) -> Exception:
+    """An error reply as redis-py raises it."""
+    exc: Exception = BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+    return exc
+
+
 # -- 3. which errors pass by themselves ---------------------------------------------------------
 
 
@@ -86,14 +93,14 @@ async def raw_request(client: Client, head: bytes) -> tuple[int, bytes]:
 def test_transient_replies_as_redis_py_parses_them(reply: str) -> None:
     """redis-py turns several replies into classes of their own and drops their prefix: each
     must still read as "wait and retry" (503, backoff), not as a bug (500, traceback)."""
-    assert is_transient(BaseParser.parse_error(reply)), type(BaseParser.parse_error(reply))
+    assert is_transient(parsed(reply)), type(parsed(reply))
 
 
 @pytest.mark.parametrize(
     "reply", ["ERR unknown command 'X'", "WRONGTYPE Operation against a key", "NOPERM no"]
 )
 def test_other_replies_are_not_transient(reply: str) -> None:
-    assert not is_transient(BaseParser.parse_error(reply))
+    assert not is_transient(parsed(reply))
     assert not is_transient(redis.exceptions.ResponseError(reply))
 
 
@@ -199,9 +206,7 @@ async def test_list_cursor_pages_through_everything(
 # -- 8. firehose resumed from an id the stream does not hold -------------------------------------
 
 
-@pytest.mark.parametrize(
-    "where", ["future", "other deployment", "trimmed", "future, 2 partitions"]
-)
+@pytest.mark.parametrize("where", ["future", "other deployment", "trimmed", "future, 2 partitions"])
 async def test_firehose_resume_from_an_id_it_never_held_gets_snapshot_then_live(
     aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path, where: str
 ) -> None:
@@ -235,3 +240,110 @@ async def test_firehose_resume_from_an_id_it_never_held_gets_snapshot_then_live(
         got = await read_sse(r, until=lambda ev: any(probe.id in e.data for e in ev))
     assert got[0].event == "snapshot", [e.event for e in got[:3]]
     assert [json.loads(e.data)["job"] for e in got[1:]][-1] == probe.id
+
+
+# -- 5. unbounded queue names ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+async def test_sixty_thousand_queue_names_are_refused_past_the_cap(
+    aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """One job each in 60,000 queue names used to create 60,000 queues (Redis looping over
+    them every tick, /api/queues taking seconds). Past `jobs.max_queues` a new name is refused
+    with 422; known queues still take jobs, and /api/queues stays small and fast."""
+    app = create_app(keyed(redis_url, prefix, tmp_path), redis_url, task_registry())
+    c = await aiohttp_client(app)
+    p = app[PRODUCER]
+    cap = app[PRODUCER].jobs_config.max_queues
+    assert cap == 100  # the default
+    # a queue another process registered (a worker's, say) must stay usable when full
+    elsewhere = Queues(p.redis, p.keys, p.ops, cap=cap)
+    await elsewhere.ensure("theirs")
+    outcome = {"accepted": 0, "refused": 0}
+
+    async def one(i: int) -> None:
+        try:
+            await p.submit("t.noop", {}, queue=f"q{i}")
+            outcome["accepted"] += 1
+        except Invalid as e:
+            assert "max_queues" in e.message and e.path == "$.queue", e.message
+            outcome["refused"] += 1
+
+    for start in range(0, 60_000, 20):  # 20 at a time: the app's pool has 20 connections
+        await asyncio.gather(*(one(i) for i in range(start, start + 20)))
+    assert outcome == {"accepted": cap - 1, "refused": 60_000 - cap + 1}
+    assert await p.redis.hlen(p.keys.queues()) == cap
+    async with c.post(
+        "/api/jobs", json={"task": "t.noop", "payload": {}, "queue": "one-more"}, headers=BEARER
+    ) as r:
+        assert r.status == 422 and (await r.json())["error"]["path"] == "$.queue"
+    for known in ("q0", "theirs"):
+        async with c.post(
+            "/api/jobs", json={"task": "t.noop", "payload": {}, "queue": known}, headers=BEARER
+        ) as r:
+            assert r.status == 201, await r.text()
+    t0 = time.perf_counter()
+    async with c.get("/api/queues", headers=BEARER) as r:
+        body = await r.read()
+    elapsed = time.perf_counter() - t0
+    assert len(json.loads(body)["queues"]) == cap
+    assert elapsed < 1.0 and len(body) < 50_000, (elapsed, len(body))
+
+
+async def test_idle_queues_cost_the_workers_nothing(
+    redis_url: str, prefix: str, stack_factory: Callable[..., Stack]
+) -> None:
+    """Maintenance once looped over every queue name in one script call per tick (230 ms with
+    60k names, from every worker). Promotion now reads a per-partition `due` set: with 20,000
+    queues holding far-off scheduled jobs (no cap), a tick costs the workers a handful of
+    commands (counted by Redis itself, so the machine's load does not matter), and a job that
+    falls due among them is promoted on time."""
+    cfg = make_config(redis_url, prefix, TIDINGS_JOBS_MAX_QUEUES="0")
+    async with Producer.from_url(redis_url, config=cfg, registry=task_registry()) as p:
+        from service.producer import SubmitRequest
+
+        r = p.redis
+        # set up in bulk (registering 20,000 names one call at a time is not what is tested)
+        names = [f"idle{i}" for i in range(20_000)]
+        await r.script_load(p.ops.register_queue("x", 0, b"").script.source)
+        async with r.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.evalsha(*p.ops.register_queue(n, 0, b"{}").command())
+            await pipe.execute()
+        for i in range(0, len(names), 100):
+            news = [
+                await p._prepare(SubmitRequest(task="t.noop", payload={}, queue=n, delay_s=3600))
+                for n in names[i : i + 100]
+            ]
+            await p.ops.submit(0, news).run(r)
+        assert (await p.queues())["idle19999"].scheduled == 1
+        st = stack_factory(redis_url, TIDINGS_WORKERS_POLL_S="0.05", TIDINGS_JOBS_MAX_QUEUES="0")
+        await st.start_workers(2)
+        soon = await p.submit("t.noop", {}, delay_s=0.5)
+        done = await p.wait(soon.id, timeout=20)
+        assert done.state == "succeeded"
+        events = await p.events(soon.id)  # scheduled, queued (promoted), started, succeeded
+        assert events[1].key[0] - events[0].key[0] < 500 + 2000, [e.id for e in events]
+        # the workers' start-up sweep (once a minute) is behind us: count what a tick costs
+        z0, c0 = await zrange_calls(r), await all_calls(r)
+
+        async def ticks() -> bool:
+            return await zrange_calls(r) - z0 >= 40
+
+        await eventually(ticks, timeout=30, what="maintenance ticks")
+        calls, ticked = await all_calls(r) - c0, await zrange_calls(r) - z0
+        per_tick = calls / ticked
+        assert per_tick < 50, per_tick  # was over 20,000 (one ZRANGEBYSCORE per queue)
+
+
+async def all_calls(r: Any) -> int:
+    """Commands Redis ran so far (those run inside scripts included)."""
+    stats = await r.info("commandstats")
+    return sum(int(v["calls"]) for v in stats.values())
+
+
+async def zrange_calls(r: Any) -> int:
+    """ZRANGEBYSCORE calls so far (the workers' promote reads the due set with it)."""
+    stats = await r.info("commandstats")
+    return int(stats.get("cmdstat_zrangebyscore", {}).get("calls", 0))
