@@ -27,12 +27,10 @@ from service.core.errors import Invalid
 from service.core.queues import Queues
 from service.core.retry import is_transient
 from service.http.app import create_app
-from service.http.auth import Auth
-from service.http.state import AUTH as AUTH_KEY
 from service.http.state import PRODUCER
 from service.producer import Producer
 from tests.conftest import make_config, task_registry
-from tests.helpers import ROOT, Stack, base_env, eventually, read_sse, worker_children
+from tests.helpers import ROOT, Stack, eventually, read_sse, worker_children
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -347,3 +345,268 @@ async def zrange_calls(r: Any) -> int:
     """ZRANGEBYSCORE calls so far (the workers' promote reads the due set with it)."""
     stats = await r.info("commandstats")
     return int(stats.get("cmdstat_zrangebyscore", {}).get("calls", 0))
+
+
+# -- 9. a mixed worker fleet ---------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+async def test_a_mixed_fleet_runs_every_job_and_fails_none(
+    redis_url: str, stack_factory: Callable[..., Stack]
+) -> None:
+    """Worker A lacks the task `x.only_b`, worker B has it, both consume its queue. A used to
+    fail such jobs at once (UnknownTask, no retry): a third of the jobs dead-lettered. Now A
+    puts them aside (still queued, one `queued` event saying why) and B runs them all. A
+    producer that does not import the task learns its limits and queue from the catalog B
+    publishes, and refuses a name no one has."""
+    st = stack_factory(redis_url, TIDINGS_WORKERS_POLL_S="0.05")
+    queues = ["--queues", "default,xq"]
+    a = await st.start_workers(1, "--tasks", "tests.tasks", *queues)
+    b = await st.start_workers(1, "--tasks", "tests.tasks", "tests.tasks_extra", *queues, wait=False)
+    p = await st.producer()  # imports tests.tasks and workers.demo, not tests.tasks_extra
+
+    async def both() -> bool:
+        return len(await p.queries.workers()) == 2
+
+    await eventually(both, timeout=20, what="both workers registered")
+    (b_pid,) = worker_children(b)
+    first = await p.submit("x.only_b", {})
+    assert (first.queue, first.max_attempts, first.timeout_s) == ("xq", 5, 30.0)
+    with pytest.raises(Invalid, match="unknown task"):
+        await p.submit("x.nobody", {})
+    jobs = [first, *await p.submit_many([("x.only_b", {}) for _ in range(39)])]
+    others = await p.submit_many([("t.noop", {}) for _ in range(40)])
+    for j in jobs + others:
+        done = await p.wait(j.id, timeout=90)
+        assert done.state == "succeeded", (j.id, done.state, done.error)
+    for j in jobs:
+        assert (await p.get(j.id)).result == b_pid
+        types = [e.type for e in await p.events(j.id)]
+        assert "failed" not in types and "retrying" not in types, types
+        assert types.count("queued") <= 2 and types[-2:] == ["started", "succeeded"], types
+    # A did meet them, and said so once per job at most
+    deferred = [
+        e.body for j in jobs for e in await p.events(j.id) if b"waiting for a worker" in e.body
+    ]
+    assert deferred, "worker A never fetched an x.only_b job: the test proved nothing"
+    assert a.poll() is None and b.poll() is None
+
+
+# -- 10. a process started from another directory ---------------------------------------------------
+
+
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@pytest.mark.e2e
+async def test_embedded_workers_from_another_directory_attach_or_refuse(
+    tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `redis.url = "embedded"`, `python -m workers` run outside the directory of the
+    running server used to start a second, empty server and wait there for good. It now
+    attaches to the running one (found through the user-wide record), or, with none running,
+    refuses in one line with exit status 2 and starts nothing; `Producer.from_url("embedded")`
+    finds it too."""
+    from service.core.embedded import free_port
+
+    app_dir, elsewhere, xdg, empty = (tmp_path / d for d in ("app", "elsewhere", "xdg", "none"))
+    for d in (app_dir, elsewhere, xdg, empty):
+        d.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "XDG_RUNTIME_DIR": str(xdg),  # never the user's own record
+        "TIDINGS_CONFIG": os.devnull,  # defaults: redis.url = "embedded", embedded_dir = "var"
+        "TIDINGS_REDIS_PREFIX": prefix,
+        "TIDINGS_HTTP_PORT": str(port),
+        "TIDINGS_WORKERS_TASKS": "tests.tasks",
+        "TIDINGS_LOG_FORMAT": "json",
+    }
+    env.pop("TIDINGS_REDIS_URL", None)
+    service = spawn([sys.executable, "-m", "service"], app_dir, env, tmp_path / "service.log")
+    workers: subprocess.Popen[bytes] | None = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            assert service.poll() is None, (tmp_path / "service.log").read_text()
+            try:
+                async with aiohttp.ClientSession() as s, s.get(base + "/readyz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, timeout=30, what="service with its embedded server")
+        assert (xdg / "tidings" / "embedded.json").exists()
+        # no server running for this user: refuse loudly, start nothing
+        refused = subprocess.run(
+            [sys.executable, "-m", "workers", "--processes", "1"],
+            cwd=elsewhere,
+            env={**env, "XDG_RUNTIME_DIR": str(empty)},
+            capture_output=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        lines = refused.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "embedded" in lines[0], lines
+        assert not (elsewhere / "var").exists()
+        # the running one: attach
+        workers = spawn(
+            [sys.executable, "-m", "workers", "--processes", "1"],
+            elsewhere,
+            env,
+            tmp_path / "workers.log",
+        )
+        async with aiohttp.ClientSession() as s:
+
+            async def attached() -> bool:
+                async with s.get(base + "/api/workers") as r:
+                    return len((await r.json())["workers"]) == 1
+
+            await eventually(attached, timeout=30, what="workers attached to the running server")
+            async with s.post(base + "/api/jobs", json={"task": "t.noop", "payload": {}}) as r:
+                assert r.status == 201
+                job_id = (await r.json())["id"]
+        assert not (elsewhere / "var").exists(), "a second server was started"
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        monkeypatch.chdir(elsewhere)
+        cfg = config_mod.load(os.devnull, environ={"TIDINGS_REDIS_PREFIX": prefix})
+        async with Producer.from_url("embedded", config=cfg) as p:
+            assert (await p.wait(job_id, timeout=30)).state == "succeeded"
+    finally:
+        if workers is not None:
+            stop(workers)
+        stop(service)
+
+
+# -- 11. metrics, proxies, logs, tokens -------------------------------------------------------------
+
+
+async def test_metrics_needs_a_key_only_when_configured(
+    aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    public = await aiohttp_client(create_app(keyed(redis_url, prefix, tmp_path), redis_url))
+    async with public.get("/metrics") as r:
+        assert r.status == 200  # http.metrics_public = true (the default): scrapers need no key
+    closed = await aiohttp_client(
+        create_app(
+            keyed(redis_url, prefix, tmp_path, TIDINGS_HTTP_METRICS_PUBLIC="false"), redis_url
+        )
+    )
+    async with closed.get("/metrics") as r:
+        assert r.status == 401
+    async with closed.get("/metrics", headers=BEARER) as r:
+        assert r.status == 200 and "tidings_" in await r.text()
+
+
+@pytest.mark.parametrize("trust", [True, False])
+async def test_session_cookie_is_secure_behind_a_trusted_tls_proxy(
+    aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path, trust: bool
+) -> None:
+    """Behind the documented TLS proxy `request.secure` is false, so the cookie never got
+    `Secure`. With `http.trust_proxy` the proxy's X-Forwarded-Proto decides; without it, a
+    client cannot claim https by sending the header itself."""
+    cfg = keyed(redis_url, prefix, tmp_path, TIDINGS_HTTP_TRUST_PROXY=str(trust).lower())
+    c = await aiohttp_client(create_app(cfg, redis_url))
+    async with c.post(
+        "/api/session", json={"key": KEY}, headers={"X-Forwarded-Proto": "https"}
+    ) as r:
+        assert r.status == 200
+        cookie = r.headers["Set-Cookie"]
+    assert ("Secure" in cookie) is trust, cookie
+    async with c.post("/api/session", json={"key": KEY}) as r:
+        assert "Secure" not in r.headers["Set-Cookie"]  # plain http through the proxy
+
+
+async def test_sign_in_limit_is_per_client_behind_a_trusted_proxy(
+    aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """Every user behind a proxy shares its address: one user guessing keys must not lock the
+    others out. With `http.trust_proxy` the limit is per X-Forwarded-For client (last hop)."""
+    for trust in (True, False):
+        cfg = keyed(redis_url, prefix, tmp_path, TIDINGS_HTTP_TRUST_PROXY=str(trust).lower())
+        c = await aiohttp_client(create_app(cfg, redis_url))
+        for _ in range(5):  # the budget is per second: retry if a second boundary split it
+            second = int(time.time())
+            statuses = []
+            for _ in range(8):
+                async with c.post(
+                    "/api/session",
+                    json={"key": "wrong"},
+                    headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.1"},
+                ) as r:
+                    statuses.append(r.status)
+            async with c.post(
+                "/api/session", json={"key": "wrong"}, headers={"X-Forwarded-For": "203.0.113.2"}
+            ) as r:
+                other = r.status
+            if int(time.time()) == second:
+                break
+        assert 429 in statuses, statuses
+        assert other == (403 if trust else 429), (trust, other)
+
+
+@pytest.mark.e2e
+async def test_malformed_request_is_logged_without_its_bytes(
+    redis_url: str, stack_factory: Callable[..., Stack]
+) -> None:
+    """aiohttp logged a malformed request with its first bytes, which can be an Authorization
+    header: the line stays, the bytes go."""
+    st = stack_factory(redis_url, TIDINGS_AUTH_API_KEYS=KEY)
+    await st.start_service()
+    secret = "s3cr3t-" + "q" * 20
+    reader, writer = await asyncio.open_connection("127.0.0.1", st.port)
+    writer.write(
+        b"GET /api/queues HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + secret.encode()
+        + b"x" * 9000
+        + b"\r\n\r\n"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(200), 10)
+    writer.close()
+    assert head.split(b" ")[1] == b"400", head
+
+    async def logged() -> bool:
+        return "aiohttp.server" in st.log("service")
+
+    await eventually(logged, what="the bad request logged")
+    text = st.log("service")
+    assert "s3cr3t" not in text, text[-1500:]
+    assert "bad HTTP request from a client: LineTooLong" in text
+
+
+async def test_watch_tokens_parse_strictly(
+    aiohttp_client: MakeClient, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """A token's expiry is hex as written; `0x…`, `+…`, `_`, upper case or spaces once parsed
+    to the same number: a token could be rewritten (not forged) into another that passed."""
+    app = create_app(keyed(redis_url, prefix, tmp_path), redis_url, task_registry())
+    c = await aiohttp_client(app)
+    async with c.post("/api/jobs", json={"task": "t.noop", "payload": {}}, headers=BEARER) as r:
+        job = await r.json()
+    token = str(job["status_url"]).split("token=")[1]
+    exp, mac = token.split(".")
+    path = f"/api/jobs/{job['id']}"
+    async with c.get(path, params={"token": token}) as r:
+        assert r.status == 200
+    rewrites = ["0x" + exp, "+" + exp, exp[:2] + "_" + exp[2:], exp.upper(), " " + exp, exp + " "]
+    for bad in rewrites:
+        assert int(bad.strip(), 16) == int(exp, 16)  # the same number to a lenient parser
+        async with c.get(path, params={"token": f"{bad}.{mac}"}) as r:
+            assert r.status == 403, (bad, r.status)
