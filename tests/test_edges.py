@@ -362,7 +362,9 @@ async def test_a_mixed_fleet_runs_every_job_and_fails_none(
     st = stack_factory(redis_url, TIDINGS_WORKERS_POLL_S="0.05")
     queues = ["--queues", "default,xq"]
     a = await st.start_workers(1, "--tasks", "tests.tasks", *queues)
-    b = await st.start_workers(1, "--tasks", "tests.tasks", "tests.tasks_extra", *queues, wait=False)
+    b = await st.start_workers(
+        1, "--tasks", "tests.tasks", "tests.tasks_extra", *queues, wait=False
+    )
     p = await st.producer()  # imports tests.tasks and workers.demo, not tests.tasks_extra
 
     async def both() -> bool:
@@ -454,7 +456,8 @@ async def test_embedded_workers_from_another_directory_attach_or_refuse(
         await eventually(up, timeout=30, what="service with its embedded server")
         assert (xdg / "tidings" / "embedded.json").exists()
         # no server running for this user: refuse loudly, start nothing
-        refused = subprocess.run(
+        refused = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "workers", "--processes", "1"],
             cwd=elsewhere,
             env={**env, "XDG_RUNTIME_DIR": str(empty)},
