@@ -647,3 +647,103 @@ async def test_redis_restarted_without_its_data_ends_watchers_of_vanished_jobs(
         assert seen[0].event == "snapshot", [e.event for e in seen[:3]]
         assert json.loads(seen[0].data).get("reason") == "gap", seen[0].data
     assert [(await p.get(j.id)).state for j in new] == ["succeeded"] * len(new)
+
+
+# -- 2c. a call that reaches Redis after its client gave up, then its re-send ------------------------
+
+
+class HoldingProxy:
+    """A TCP proxy in front of Redis that holds the calls carrying a marker (a script's SHA) as
+    a frozen Redis would: the call reaches Redis late, after its client timed out and sent it
+    again on another connection, and its reply is lost. Held calls are let through in order."""
+
+    def __init__(self, upstream_port: int, marker: bytes, delays: list[float]) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.delays = delays  # seconds after the first held call, one per call to hold
+        self.held = 0
+        self._first: float | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in self._writers:
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        ureader, uwriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers += [cwriter, uwriter]
+        loop = asyncio.get_running_loop()
+
+        async def up() -> None:
+            while data := await creader.read(65536):
+                if self.marker in data and self.held < len(self.delays):
+                    if self._first is None:
+                        self._first = loop.time()
+                    release = self._first + self.delays[self.held]
+                    self.held += 1
+                    await asyncio.sleep(max(0.0, release - loop.time()))
+                uwriter.write(data)
+                await uwriter.drain()
+            await asyncio.sleep(0.5)  # the client left: let Redis run what it sent, then go
+            uwriter.close()
+
+        async def down() -> None:
+            while data := await ureader.read(65536):
+                with contextlib.suppress(ConnectionError):
+                    cwriter.write(data)
+                    await cwriter.drain()
+            cwriter.close()
+
+        for coro in (up(), down()):
+            t = asyncio.create_task(coro)
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+
+async def test_a_start_that_timed_out_and_was_sent_again_runs_the_job_once(
+    redis_url: str, stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """The worker's `start` call times out (Redis does not answer within the socket timeout);
+    it ran anyway, late, when the worker had already sent it again. The second copy must be
+    answered "again" (this consumer already started it): the job runs once, as attempt 1,
+    with one `started` event (max_attempts=1: a takeover would dead-letter it)."""
+    from service.core.scripts import START
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    # first copy: through 4 s after it was sent (its client gave up at 3 s); the re-send:
+    # through 5 s, so the late first copy runs before it
+    proxy = HoldingProxy(port, START.sha.encode(), [4.0, 5.0])
+    proxy_url = f"redis://127.0.0.1:{await proxy.start()}/0"
+    st = stack_factory(proxy_url, TIDINGS_REDIS_SOCKET_TIMEOUT_S="3", TIDINGS_JOBS_LEASE_S="30")
+    try:
+        await st.start_workers(1)
+        p = await st.producer()
+        await p.redis.script_load(START.source)  # else the first copy only meets NOSCRIPT
+        marker = tmp_path / "m"
+        job = await p.submit("t.marked", {"marker": str(marker), "seconds": 0.2}, max_attempts=1)
+        done = await p.wait(job.id, timeout=30)
+        assert proxy.held == 2, "the start was not sent again after its timeout"
+        assert done.state == "succeeded" and done.attempt == 1, (done.state, done.error)
+        assert [e.type for e in await p.events(job.id)] == ["queued", "started", "succeeded"]
+        assert len(marker_lines(marker)) == 1
+        assert '"what": "start"' in worker_log_text(st)  # the retry said so
+    finally:
+        await st.close()  # before the proxy its processes talk through
+        await proxy.close()
