@@ -127,8 +127,15 @@ async def test_hub_frozen_past_the_firehose_trim_resyncs_every_watcher(
             await eventually(
                 lambda: asyncio.sleep(0, len(follower_lines(out)) >= 3), what="follower watching"
             )
+            # and a job that will run entirely while the service is frozen: its terminal
+            # event falls in the trimmed part, never read by the hub
+            short = await p.submit("t.steps", {"n": 3, "delay": 0.01}, delay_s=2.0)
+            per_short = await s.get(f"{st.http}/api/jobs/{short.id}/events")
+            short_before = await read_sse(per_short, until=lambda ev: len(ev) >= 1)
             head = await fire_head_n(p)
+            assert (await p.get(short.id)).state == "scheduled", "the machine is too slow"
             with frozen(st.service.pid, follower.pid):
+                assert (await p.wait(short.id, timeout=20)).state == "succeeded"
                 await p.submit_many([("t.noop", {}) for _ in range(600)])
                 await eventually(lambda: drained(p), timeout=60, what="noops done")
                 assert (await p.get(job.id)).state == "succeeded"
@@ -139,6 +146,14 @@ async def test_hub_frozen_past_the_firehose_trim_resyncs_every_watcher(
             got = before + after
             assert [e.event for e in got] == [e.type for e in stored]
             assert [e.id for e in got] == [e.id.decode() for e in stored], "gap or duplicate"
+            short_after = await read_sse(per_short, timeout=30)
+            per_short.close()
+            stored_short = await p.events(short.id)
+            last = stored_short[-1].id  # its terminal event: trimmed before anyone read it
+            assert not await p.redis.xrange(p.keys.fire(0), min=last, max=last)
+            assert [e.id for e in short_before + short_after] == [
+                e.id.decode() for e in stored_short
+            ], "the job that finished inside the gap"
             # the firehose client is told it missed events, then gets live ones
             late = await p.submit("t.noop", {})
             seen = await read_sse(
