@@ -60,14 +60,15 @@ class Queues:
             path="$.queue",
         )
 
+    # plain commands through `execute_command`: the client may be redis-py's or the lean one
+    # for hot calls (`resp.FastRedis`), which has no per-command methods
+
     async def names(self) -> list[str]:
-        return sorted(n.decode() for n in await self._r.hkeys(self._keys.queues()))
+        raw = await self._r.execute_command("HKEYS", self._keys.queues())
+        return sorted(n.decode() for n in raw)
 
     async def paused(self) -> set[str]:
-        return {n.decode() for n in await self._r.smembers(self._keys.paused())}
+        return {n.decode() for n in await self._r.execute_command("SMEMBERS", self._keys.paused())}
 
     async def set_paused(self, name: str, paused: bool) -> None:
-        if paused:
-            await self._r.sadd(self._keys.paused(), name)
-        else:
-            await self._r.srem(self._keys.paused(), name)
+        await self._r.execute_command("SADD" if paused else "SREM", self._keys.paused(), name)
