@@ -57,6 +57,7 @@ def progress_sync(ctx: Context, p: ProgressArgs) -> ProgressResult:
 
 class ChaosArgs(msgspec.Struct):
     ms: int = 200
+    steps: int = 0  # progress events, spread over the work
 
 
 _runs: Any = None
@@ -72,6 +73,15 @@ async def chaos_work(ctx: Context, p: ChaosArgs) -> int:
         import redis.asyncio
 
         _runs = redis.asyncio.Redis.from_url(os.environ["TIDINGS_REDIS_URL"])
-    await _runs.hincrby("chaos:runs", ctx.job_id, 1)
-    await asyncio.sleep(p.ms / 1000)
+    while True:
+        try:  # the record must land, also while Redis is full or frozen
+            await _runs.hincrby("chaos:runs", ctx.job_id, 1)
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    for i in range(p.steps):
+        await asyncio.sleep(p.ms / 1000 / p.steps)
+        await ctx.progress(i + 1, total=p.steps)
+    if not p.steps:
+        await asyncio.sleep(p.ms / 1000)
     return ctx.attempt

@@ -6,6 +6,7 @@ on a cluster.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from service.core.wire import (
 _decode = msgspec.json.Decoder().decode
 # an id's time and the index entry's time come from different clocks: allow for skew
 SKEW_MS = 120_000
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True):
@@ -95,7 +97,9 @@ class Queries:
         if cursor:
             eid, _, last_id = cursor.partition(":")
             parts = eid.split("-")
-            if len(parts) != 2 or not all(p.isdigit() and len(p) < 20 for p in parts):
+            # ASCII digits only: str.isdigit() also says yes to "²" (int() raises) and to
+            # full-width digits
+            if len(parts) != 2 or not all(_DIGITS.fullmatch(p) for p in parts):
                 raise Invalid("bad cursor", path="cursor")
             before = ((int(parts[0]), int(parts[1])), last_id)
         out: list[Job] = []

@@ -185,6 +185,7 @@ class Stack:
                 p.wait()
         if self._producer is not None:
             await self._producer.close()
+            self._producer = None  # closing twice is harmless
 
 
 class _suppress:

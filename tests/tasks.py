@@ -112,3 +112,24 @@ async def spam(ctx: Context, p: Spam) -> float:
 
 def touch(path: str) -> None:
     Path(path).touch()
+
+
+class Breaks(msgspec.Struct):
+    """Ends one of its worker's own loops (as a bug would), the first time only (per marker)."""
+
+    marker: str
+    loop: str = "fetch-0"
+
+
+@task("t.break_loop", max_attempts=3)
+async def break_loop(ctx: Context, p: Breaks) -> int:
+    if not os.path.exists(p.marker):
+        Path(p.marker).write_text(str(os.getpid()))
+        (loop,) = [t for t in asyncio.all_tasks() if t.get_name() == p.loop]
+        while not loop.done():
+            # again until it ends: Python 3.11's wait_for (inside redis-py's writes) swallows
+            # a cancel that lands as the write completes
+            loop.cancel()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(5)  # the worker stops and hands this job back meanwhile
+    return os.getpid()

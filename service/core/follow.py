@@ -77,10 +77,15 @@ class Follower:
         self._wake.set()
 
     def on_gap(self, partition: int) -> None:
-        self.resync = True
-        self._wake.set()
+        self._resync()
 
     def on_reset(self) -> None:
+        self._resync()
+
+    def _resync(self) -> None:
+        # what is buffered is in the job's own events, which the reader reads again; what comes
+        # next follows the hole, so it must not be handed out before that read
+        self.events.clear()
         self.resync = True
         self._wake.set()
 
@@ -129,7 +134,7 @@ async def watch(
                 yield w
                 if w.terminal and e is start.events[-1]:
                     return
-            while True:
+            while not f.resync:
                 for ev in f.drain():
                     if sent is not None and ev.key <= sent:
                         continue
@@ -141,9 +146,8 @@ async def watch(
                     )
                     if ev.terminal:
                         return
-                if f.resync:
-                    break
-                await f.wait()
+                if not f.resync:
+                    await f.wait()
             f.resync = False
             try:
                 job, events = await store.snapshot(job_id)

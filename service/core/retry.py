@@ -40,9 +40,22 @@ _TRANSIENT_REPLIES = (
 )
 
 
+# redis-py turns some of those replies into classes of their own and drops the prefix from the
+# message ("OOM command not allowed ..." arrives as OutOfMemoryError("command not allowed ..."))
+_TRANSIENT_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # and MovedError
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Does this error go away by itself (Redis away, failing over, full, busy)?"""
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+        return True
+    if isinstance(exc, _TRANSIENT_CLASSES):
         return True
     if isinstance(exc, asyncio.TimeoutError):
         return True

@@ -3,6 +3,7 @@ fresh watch links."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from service.producer import SubmitRequest
 _encode = msgspec.json.Encoder().encode
 _submit_decoder = msgspec.json.Decoder(SubmitRequest)
 MAX_BATCH = 1000
+_INT = re.compile(r"-?[0-9]{1,19}")
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -151,7 +153,7 @@ def int_param(request: web.Request, name: str, default: int | None, lo: int, hi:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isdigit() or (raw.startswith("-") and raw[1:].isdigit())) or len(raw) > 20:
+    if not _INT.fullmatch(raw):  # ASCII only: str.isdigit() accepts "²", which int() refuses
         raise Invalid(f"{name} must be an integer", path=name)
     v = int(raw)
     if not lo <= v <= hi:
