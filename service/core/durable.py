@@ -61,11 +61,13 @@ async def _pipeline_run_and_wait(
             pipe.execute_command("EVALSHA", *call.command())
             pipe.execute_command("WAIT", n, timeout_ms)
             res = await pipe.execute(raise_on_error=False)
-        if isinstance(res[0], redis.exceptions.ResponseError):
+        if isinstance(res[0], Exception):
             if is_noscript(res[0]) and attempt == 0:
                 await r.script_load(call.script.source)
                 continue
             raise res[0]
+        if isinstance(res[1], Exception):
+            raise res[1]
         return res[0], int(res[1])
     raise AssertionError("unreachable")
 
@@ -84,7 +86,9 @@ async def _cluster_run_and_wait(
         pipe.execute_command("WAIT", n, timeout_ms, target_nodes=node)
         res = await pipe.execute(raise_on_error=False, allow_redirections=False)
         first = res[0]
-        if isinstance(first, redis.exceptions.ResponseError):
+        # any error in place of the script's reply (a ConnectionError too, when the node died
+        # under the pipeline) is raised: the caller's retry decides
+        if isinstance(first, Exception):
             if is_noscript(first) and attempt == 0:
                 await r.script_load(call.script.source)
                 continue
