@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -40,9 +41,45 @@ _TRANSIENT_REPLIES = (
 )
 
 
+# redis-py's connection code, and the asyncio transport code it writes through
+_REDIS_CONNECTION = (
+    os.path.join("redis", "asyncio", "connection.py"),
+    os.path.join("redis", "connection.py"),
+)
+_REDIS_PARSERS = os.path.join("redis", "_parsers", "")
+_TRANSPORT = (os.path.join("asyncio", "streams.py"), os.path.join("asyncio", "selector_events.py"))
+_UVLOOP = os.path.join("uvloop", "handles", "")  # uvloop: "RuntimeError: ... the handler is closed"
+
+
+def _torn_down(exc: BaseException) -> bool:
+    """A connection closed under a command by another task. redis-py 8.1's async cluster client
+    closes *every* connection of the client on CLUSTERDOWN (`aclose()`, which a failover
+    causes), including ones other tasks are writing to or reading from; those tasks then get
+    `AttributeError: 'NoneType' object has no attribute 'writelines'` (or a `TypeError`, or
+    uvloop's `RuntimeError: ... the handler is closed`) from the connection code instead of a
+    ConnectionError (redis-py #3546, #4287; fixed after 8.1).
+    It is a lost connection and is retried like one; the same errors raised elsewhere are bugs."""
+    if not isinstance(exc, AttributeError | TypeError | RuntimeError):
+        return False
+    files = []
+    tb = exc.__traceback__
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    in_redis = [
+        i for i, f in enumerate(files) if f.endswith(_REDIS_CONNECTION) or _REDIS_PARSERS in f
+    ]
+    if not in_redis:
+        return False
+    # raised in redis-py's connection code itself, or in the transport it was writing to
+    return all(f.endswith(_TRANSPORT) or _UVLOOP in f for f in files[in_redis[-1] + 1 :])
+
+
 def is_transient(exc: BaseException) -> bool:
     """Does this error go away by itself (Redis away, failing over, full, busy)?"""
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+        return True
+    if _torn_down(exc):
         return True
     if isinstance(exc, asyncio.TimeoutError):
         return True
