@@ -156,7 +156,13 @@ class Worker:
         watched: list[asyncio.Task[Any]] = [*loops, self.writer.task]
         stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*watched, stopper], return_when=asyncio.FIRST_COMPLETED)
-        died = [t for t in done if t is not stopper]
+        # a loop that returned because `stop` was set in the same turn did not die
+        died = [
+            t
+            for t in done
+            if t is not stopper
+            and (t.cancelled() or t.exception() is not None or not stop.is_set())
+        ]
         stop.set()
         for t in loops:
             t.cancel()
