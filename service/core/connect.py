@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry as SyncRetry
 
@@ -60,6 +61,13 @@ def _common(cfg: RedisConfig) -> dict[str, Any]:
     }
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool raises "Too many connections" the moment `max_connections` are
+    in use; during a failover (every WAIT waiting out its timeout on a master that has no
+    replica yet, every SSE watcher resyncing at once) that turned into 503s. Like the
+    single-server pool, this one waits (up to the socket timeout) for a connection instead."""
+
+
 def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
     """An asyncio client for `url` (already resolved from "embedded"). Typed Any: redis-py's
     replies are unions that do not narrow, and the three client kinds share no base class."""
@@ -86,8 +94,10 @@ def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
         )
         return sentinel.master_for(
             cfg.sentinel_master,
+            connection_pool_class=BlockingSentinelConnectionPool,
             retry=retry,
             max_connections=max_connections,
+            timeout=cfg.socket_timeout_s,
             **opts,
             **_credentials(url),
         )
