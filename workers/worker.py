@@ -70,8 +70,9 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.log = log.bind(worker=self.name)
         parts = self.keys.partitions
-        # blocking reads hold a connection each: one per partition, plus the writer and loops
-        self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 8)
+        # blocking reads hold a connection each: one per partition, plus the writer's calls
+        # (up to writer.PARALLEL) and the maintenance loops
+        self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 12)
         self.durability = Durability(self.r, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
         self.slots = Slots(self.concurrency, parts)
         self._stopping = asyncio.Event()
