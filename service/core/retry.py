@@ -21,7 +21,7 @@ import structlog
 T = TypeVar("T")
 log = structlog.get_logger("tidings.redis")
 
-# reply prefixes of errors that pass: out of memory, read-only replica (a failover), a slow
+# reply codes of errors that pass: out of memory, read-only replica (a failover), a slow
 # script, loading the dataset, cluster reconfiguration, a script refused mid-migration
 _TRANSIENT_REPLIES = (
     "OOM",
@@ -36,8 +36,17 @@ _TRANSIENT_REPLIES = (
     "NOREPLICAS",
     "UNBLOCKED",
     "NOSCRIPT",
-    "Script attempted to access a non local key",
-    "ERR Error running script",  # wraps the above when raised inside a script call
+)
+# redis-py turns most of those codes into exception classes and strips the code from the
+# message ("MOVED 3999 host:port" becomes MovedError("3999 host:port")): match the class
+_TRANSIENT_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.AskError,  # and MovedError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,  # and MasterDownError
 )
 
 
@@ -86,11 +95,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, redis.exceptions.ClusterError):
         return True  # ClusterDownError, slots not covered, topology being refreshed
     if isinstance(exc, redis.exceptions.ResponseError):
+        if isinstance(exc, _TRANSIENT_CLASSES):
+            return True
         text = str(exc)
-        if text.startswith("ERR Error running script") or "@user_script" in text:
+        if "non local key" in text:
+            return True  # a script refused mid-migration (Redis and Valkey word it differently)
+        if "Error running script" in text or "@user_script" in text:
             # an error raised by a command inside a script: transient only if that one is
-            return any(p in text for p in _TRANSIENT_REPLIES[:-1])
-        return text.startswith(_TRANSIENT_REPLIES) or "non local key" in text
+            return any(p in text for p in _TRANSIENT_REPLIES)
+        return text.startswith(_TRANSIENT_REPLIES)
     # redis-py's cluster client raises RedisClusterException (not a RedisError) when it cannot
     # reach a node to learn the topology from
     return type(exc).__name__ == "RedisClusterException"
