@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -31,10 +32,17 @@ import pytest_asyncio
 from service.core.keys import Keys
 from service.core.states import TERMINAL
 from service.core.wire import event_key
-from tests.conftest import Topologies, healed_cluster, healed_sentinels
+from service.producer import Producer
+from tests.conftest import (
+    Topologies,
+    healed_cluster,
+    healed_sentinels,
+    make_config,
+    task_registry,
+)
 from tests.helpers import Stack, eventually, read_sse, worker_children
 from tests.load import Load, Report
-from tests.topology import Cluster, SentinelSet
+from tests.topology import Cluster, SentinelSet, call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -323,6 +331,50 @@ async def test_valkey_cluster_smoke(topologies: Topologies, tmp_path: Path) -> N
         await st.close()
 
 
+async def test_durable_submit_follows_noscript_moved_and_ask(topologies: Topologies) -> None:
+    """wait_replicas = 1 on a cluster: the script and its WAIT on one connection of the right
+    node, through an empty script cache, a slot moved behind the client's back (MOVED) and a
+    slot mid-migration (ASK, then TRYAGAIN until the move ends)."""
+    c = healed_cluster(topologies.cluster("redis"))
+    cfg = make_config(
+        c.url,
+        "t" + uuid.uuid4().hex[:12],
+        TIDINGS_REDIS_CLUSTER="true",
+        TIDINGS_REDIS_PARTITIONS=str(PARTITIONS),
+        TIDINGS_REDIS_WAIT_REPLICAS="1",
+    )
+    keys = Keys(cfg.redis.prefix, PARTITIONS)
+
+    async def submit_to(p: Producer, k: int) -> str:
+        while True:
+            job = await p.submit("t.noop", {})
+            if keys.partition(job.id) == k:
+                return job.id
+
+    async with Producer.from_url(c.url, config=cfg, registry=task_registry()) as p:
+        await p.submit("t.noop", {})
+        for m in c.masters():
+            call(m.port, "SCRIPT", "FLUSH")
+        await submit_to(p, 0)
+        slot = keys.slot(3)
+        home = c.master_for_slot(slot)
+        other = next(m for m in c.masters() if m is not home)
+        try:
+            c.move_slot(slot, other)  # the client still sends partition 3 to `home`
+            moved = await submit_to(p, 3)
+            assert c.master_for_key(keys.job(moved)) is other
+            c.move_slot(slot, home, finish=False)  # half-way back: ASK, TRYAGAIN
+            pending = asyncio.create_task(submit_to(p, 3))
+            await asyncio.sleep(0.3)
+            c.move_slot(slot, home)
+            asked = await pending
+        finally:
+            c.move_slot(slot, home)
+        assert c.master_for_key(keys.job(asked)) is home
+        assert p.durability.unreplicated == 0  # every WAIT counted the script's own write
+        assert (await p.get(asked)).state == "queued"
+
+
 # ---------------------------------------------------------------------------------------------
 # faults
 
@@ -387,7 +439,9 @@ async def test_cluster_master_killed_mid_run(deployment: Deployment, running: Ru
     c = deployment.cluster
     assert c is not None
     healed_cluster(c)
-    victim = c.masters()[0]
+    # not the node redis.url names: a process starting while that node is down cannot learn
+    # the cluster from it (the running ones know every node)
+    victim = next(m for m in c.masters() if m.port != urlparse(deployment.url).port)
 
     def kill() -> None:
         c.kill(victim)
