@@ -321,8 +321,12 @@ async def test_valkey_cluster_smoke(topologies: Topologies, tmp_path: Path) -> N
         async with aiohttp.ClientSession() as s:
             job = await submit(s, st, {"task": "t.steps", "payload": {"n": 3, "delay": 0.01}})
             async with s.get(str(job["events_url"])) as r:
-                events = [e.event for e in await read_sse(r)]
-            assert events == ["queued", "started", "progress", "progress", "progress", "succeeded"]
+                events = await read_sse(r)
+            kinds = [e.event for e in events]
+            # progress may be coalesced under load; the last value never is
+            assert kinds[:2] == ["queued", "started"] and kinds[-1] == "succeeded", kinds
+            assert set(kinds[2:-1]) == {"progress"}
+            assert json.loads(events[-2].data)["current"] == 3
         p = await st.producer()
         jobs = await p.submit_many([("t.steps", {"n": 1, "delay": 0}) for _ in range(32)])
         for j in jobs:

@@ -19,12 +19,13 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelConnectionPool
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from service.core.config import RedisConfig
 
 BLOCK_MS = 2000  # longest blocking read: well under the socket timeout
+CLUSTER_MIN_CONNECTIONS = 64  # per node (a cap, not what is opened: see `connect`)
 
 
 def _sentinels(cfg: RedisConfig) -> list[tuple[str, int]]:
@@ -78,10 +79,20 @@ def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
     if cfg.cluster:
         from redis.asyncio.cluster import RedisCluster
 
+        # No client-side retries on a cluster: redis-py's cluster client answers a failed
+        # retry-able call (a pipeline's connection error, every 5th MOVED) by closing every
+        # connection of the client, under every other task's feet; under concurrency during a
+        # failover those failures fed each other for seconds after the promotion. With 0
+        # retries a connection error is raised (and the slot map re-read on the next call) and
+        # MOVED only patches the map; the callers' loops retry with backoff, HTTP says 503.
         return RedisCluster.from_url(
             url,
-            retry=retry,
-            max_connections=max_connections,
+            retry=AsyncRetry(NoBackoff(), 0),
+            reinitialize_steps=0,
+            # per node; redis-py's cluster pool fails at once (MaxConnectionsError) when full
+            # instead of waiting like the other pools, and right after a promotion every WAIT
+            # on the new master holds its connection for the whole WAIT timeout
+            max_connections=max(max_connections, CLUSTER_MIN_CONNECTIONS),
             require_full_coverage=True,
             **opts,
         )

@@ -8,6 +8,7 @@ master that dies in between can still lose it; WAIT narrows that window, it does
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, TypeVar
 
@@ -119,7 +120,7 @@ async def _evalsha_wait(
     node: Any, call: Call[Any], n: int, timeout_ms: int, *, asking: bool
 ) -> tuple[Any, int]:
     """(script reply or the error it answered, replicas acknowledged), on one connection."""
-    conn = node.acquire_connection()
+    conn = await _acquire(node)
     try:
         await node.disconnect_if_needed(conn)
         cmds: list[tuple[Any, ...]] = [("ASKING",)] if asking else []
@@ -139,6 +140,20 @@ async def _evalsha_wait(
     finally:
         node.release(conn)
     return raw, acked
+
+
+async def _acquire(node: Any, wait_s: float = 2.0) -> Any:
+    """A connection of the node's pool, waiting a little for one when all are in use (redis-py
+    raises MaxConnectionsError at once). Right after a promotion every WAIT on the new master
+    lasts its whole timeout (no replica yet), so its connections are all busy for a moment."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return node.acquire_connection()
+        except redis.exceptions.MaxConnectionsError:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.01)
 
 
 async def _refresh(r: Any) -> None:

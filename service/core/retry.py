@@ -109,6 +109,11 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc).__name__ == "RedisClusterException"
 
 
+def describe(exc: BaseException) -> str:
+    """The error for a log line: its class (some carry no message) and message, shortened."""
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
 class Backoff:
     """Exponential backoff with jitter: `next()` gives the next wait, `reset()` starts over."""
 
@@ -151,7 +156,11 @@ async def retrying(
                 raise
             delay = b.next()
             log.warning(
-                "redis.retry", what=what, error=str(e)[:200], retry_in=round(delay, 3), **log_fields
+                "redis.retry",
+                what=what,
+                error=describe(e),
+                retry_in=round(delay, 3),
+                **log_fields,
             )
             if stop is None:
                 await asyncio.sleep(delay)
