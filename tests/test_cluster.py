@@ -66,6 +66,14 @@ def no_leaked_connections() -> Iterator[None]:
     collect_leaked_connections()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_leaked_connections_after_the_loop() -> Iterator[None]:
+    """The same once the module's event loop is closed (set up before it, torn down after):
+    what the closed loop still referenced is garbage only now."""
+    yield
+    collect_leaked_connections()
+
+
 def collect_leaked_connections() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
