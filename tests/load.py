@@ -140,9 +140,14 @@ class Load:
                 await asyncio.sleep(0.01)
 
     async def finished(self, timeout: float = 120.0) -> None:
-        """Until `jobs` submits were accepted (the readers stop then too)."""
+        """Until `jobs` submits were accepted and every submit in flight has its answer (a
+        request cut off here could still create a job nobody heard of); the readers stop."""
+        submitters = [t for t in self._tasks if t.get_name().startswith("submitter")]
         async with asyncio.timeout(timeout):
             await self._done.wait()
+            for r in await asyncio.gather(*submitters, return_exceptions=True):
+                if isinstance(r, Exception):
+                    raise r
         await self._stop_tasks()
 
     async def close(self) -> None:
