@@ -340,6 +340,11 @@ class Worker:
         job = self.running.get(job_id)
         if job is None or job.run != run:
             return
+        if verdict == "lost" and job.finishing:
+            # the renewal read the job after our own finish landed (with wait_replicas the
+            # finish is still waiting for its WAIT): not lost, done; a fenced finish is
+            # reported by the writer itself
+            return
         if verdict == "cancel":
             self.cancel(job, "cancel")
         elif verdict == "lost":

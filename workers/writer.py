@@ -46,6 +46,7 @@ class Running:
     next_progress_at: float = 0.0
     progress_queued: bool = False
     lost: bool = False
+    finishing: bool = False  # its finish was handed to the writer (see Worker._on_lease_verdict)
     cancel_reason: str | None = None  # 'cancel' | 'lost' | 'shutdown'
     handle: asyncio.Task[None] | None = None
     on_cancel: list[Callable[[], None]] = field(default_factory=list)
@@ -132,6 +133,7 @@ class Writer:
         self, job: Running, outcome: str, fragment: bytes, backoff_ms: int = 0
     ) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        job.finishing = True
         w = Write("f", job.id, job.queue, job.run, -1, fragment, outcome, backoff_ms)
         self._ops_queue.append((job, w, fut))
         self._wake.set()
