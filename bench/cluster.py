@@ -274,7 +274,7 @@ async def bench_target(t: Target, n: int, logdir: Path) -> dict[str, Any]:
             if workers is not None:
                 workers.stop()
             service.stop()
-    out(table(rows, f"{t.name} ({t.cfg.redis.partitions} partitions), N = {n:,}"))
+    out(table(rows, f"{t.name}, N = {n:,}"))
     out()
     return res
 
@@ -329,7 +329,7 @@ async def section_throughput(binary: str, n: int, tmp: Path) -> None:
             res[f"single_{parts}"] = await bench_target(t, n, tmp)
     with cluster(binary) as c:
         t = Target(
-            "3-master cluster",
+            "3-master cluster, 16 partitions",
             c.url,
             sorted(m.port for m in c.masters()),
             {
