@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/progress_rate.py
 	$(BIN)/python bench/sse_fanout.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/cluster.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format service workers tests bench

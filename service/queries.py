@@ -14,6 +14,7 @@ import msgspec
 
 from service.core.errors import Invalid
 from service.core.keys import Keys
+from service.core.retry import is_transient
 from service.core.scripts import GROUP
 from service.core.states import STATES
 from service.core.store import JobStore
@@ -185,6 +186,10 @@ class Queries:
                     pipe.zcard(self.keys.sched(k, n))
                     pipe.zcard(self.keys.dead(k, n))
                 res = await pipe.execute(raise_on_error=False)
+            # a missing stream or group is a zero; Redis away or failing over is not
+            for r in res:
+                if isinstance(r, Exception) and is_transient(r):
+                    raise r
             oldest_reads: list[tuple[str, bytes]] = []
             for i, n in enumerate(order):
                 xlen, groups, sched, dead = res[4 * i : 4 * i + 4]

@@ -121,6 +121,12 @@ class Stack:
             )
         return self._producer
 
+    async def close_producer(self) -> None:
+        """Close the test's own Producer (the next `producer()` makes a fresh one)."""
+        if self._producer is not None:
+            await self._producer.close()
+            self._producer = None
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self.logdir / f"{name}.log", "ab") as log:
             return subprocess.Popen(

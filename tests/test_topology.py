@@ -1,14 +1,16 @@
 """The topology fixtures work: a real 3+3 Redis Cluster and a real Sentinel set, on Redis 7 and
 Valkey 9, behave as redis-py 8.1 clients need (failover, rejoin, resharding, sentinel
-discovery). The fixtures below are session-scoped: one cluster and one sentinel set per server
-kind, shared by every test; a test that breaks one leaves it healthy again."""
+discovery). The fixtures are session-scoped (conftest): one cluster and one sentinel set per
+server kind, shared by every test (and by tests/test_cluster.py); a test that breaks one leaves
+it healthy again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,6 +20,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import AskError, ConnectionError, MovedError, RedisClusterException
 
+from tests.conftest import healed_cluster, healed_sentinels
 from tests.topology import (
     Cluster,
     Node,
@@ -26,37 +29,19 @@ from tests.topology import (
     cut_replication,
     info,
     restore_replication,
-    server_binaries,
 )
-
-BINARIES = server_binaries()
-KINDS = sorted(BINARIES)
 
 pytestmark = pytest.mark.e2e
 
 
 # ---------------------------------------------------------------------------------------------
-# fixtures (session-scoped: one per server kind, torn down before the next kind starts)
-
-
-@pytest.fixture(scope="session", params=KINDS)
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    """A healthy 3 masters + 3 replicas cluster of the parametrized server kind."""
-    kind: str = request.param
-    with Cluster(BINARIES[kind], tmp_path_factory.mktemp(f"cluster-{kind}")) as c:
-        yield c
+# fixtures: `cluster` and `sentinel_set` (session-scoped, one per server kind) are in conftest
 
 
 @pytest.fixture
 def healthy(cluster: Cluster) -> Cluster:
     """The session cluster, with every node running and every replica synced."""
-    for n in cluster.nodes:
-        if not n.alive:
-            cluster.restart(n)
-    cluster.wait_healthy(30)
-    return cluster
+    return healed_cluster(cluster)
 
 
 @pytest.fixture
@@ -70,24 +55,10 @@ async def rc(healthy: Cluster) -> AsyncIterator[RedisCluster]:
         await client.aclose()
 
 
-@pytest.fixture(scope="session", params=KINDS)
-def sentinel_set(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SentinelSet]:
-    """1 master + 1 replica + 3 sentinels of the parametrized server kind."""
-    kind: str = request.param
-    with SentinelSet(BINARIES[kind], tmp_path_factory.mktemp(f"sentinel-{kind}")) as s:
-        yield s
-
-
 @pytest.fixture
 def sentinels(sentinel_set: SentinelSet) -> SentinelSet:
     """The session sentinel set with every process running and the sentinels in agreement."""
-    for n in sentinel_set.data + sentinel_set.sentinel_nodes:
-        if not n.alive:
-            sentinel_set.restart(n)
-    sentinel_set.wait_ready(30)
-    return sentinel_set
+    return healed_sentinels(sentinel_set)
 
 
 def key_on(cluster: Cluster, master: Node, prefix: str = "k") -> str:
@@ -113,9 +84,8 @@ async def test_cluster_comes_up_3_plus_3(healthy: Cluster, rc: RedisCluster) -> 
     assert len(rc.get_primaries()) == 3 and len(rc.get_replicas()) == 3
     for i in range(30):
         await rc.set(f"up:{i}", i)
-    assert [int(v) for v in await rc.mget_nonatomic([f"up:{i}" for i in range(30)])] == list(
-        range(30)
-    )
+    values = await rc.mget_nonatomic([f"up:{i}" for i in range(30)])
+    assert [int(v or 0) for v in values] == list(range(30))
     # every node's port and pid are known and distinct
     assert len({n.pid for n in healthy.nodes}) == 6
 
@@ -186,7 +156,8 @@ async def test_move_slot_moved_and_ask(healthy: Cluster, rc: RedisCluster) -> No
     with pytest.raises(MovedError):
         await rc.get_node(host="127.0.0.1", port=src.port).execute_command("GET", key)  # type: ignore[union-attr]
     assert await rc.get(key) == b"1"
-    assert rc.get_node_from_key(key).port == dst.port  # cache patched by the MOVED
+    node = rc.get_node_from_key(key)
+    assert node is not None and node.port == dst.port  # cache patched by the MOVED
     healthy.move_slot(slot, src)
 
 
@@ -219,6 +190,7 @@ async def test_evalsha_then_wait_on_one_connection(healthy: Cluster, rc: RedisCl
     sha = await rc.script_load("redis.call('SET', KEYS[1], ARGV[1]) return 7")
     key = "{ew}job"
     node = rc.get_node_from_key(key)
+    assert node is not None
     # the pipeline refuses .evalsha() outright ...
     with pytest.raises(RedisClusterException, match="evalsha is blocked"):
         rc.pipeline().evalsha(sha, 1, key, "x")
@@ -270,7 +242,7 @@ async def test_multi_stream_xread_with_one_hash_tag(rc: RedisCluster) -> None:
     a, b = "{ms}:a", "{ms}:b"
     await rc.xadd(a, {"n": "1"})
     await rc.xadd(b, {"n": "2"})
-    got = await rc.xread({a: "0", b: "0"})
+    got: Any = await rc.xread({a: "0", b: "0"})
     assert sorted(s for s, _ in got) == [a.encode(), b.encode()]
     for s in (a, b):
         await rc.xgroup_create(s, "g", id="0")
@@ -295,7 +267,7 @@ async def test_sentinel_set_comes_up(sentinels: SentinelSet) -> None:
     assert [r.role for r in sentinels.data if r is not master] == ["slave"]
     m = sentinels.sentinel_master()
     assert m["num-other-sentinels"] == "2" and m["num-slaves"] == "1"
-    s = Sentinel(sentinels.sentinels, socket_timeout=1)
+    s = Sentinel(sentinels.sentinels, socket_timeout=1)  # type: ignore[no-untyped-call]
     client = s.master_for(sentinels.master_name)
     try:
         await client.set("hello", "world")
@@ -307,7 +279,7 @@ async def test_sentinel_set_comes_up(sentinels: SentinelSet) -> None:
 
 
 async def test_sentinel_failover_seen_by_master_for(sentinels: SentinelSet) -> None:
-    s = Sentinel(sentinels.sentinels, socket_timeout=1)
+    s = Sentinel(sentinels.sentinels, socket_timeout=1)  # type: ignore[no-untyped-call]
     client = s.master_for(sentinels.master_name, socket_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
         await client.set("fo", "before")

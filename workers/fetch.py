@@ -9,9 +9,11 @@ worker died) are taken over first (XAUTOCLAIM), before new work is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,36 +34,59 @@ Fetched = tuple[str, str, dict[bytes, bytes] | None]
 
 class Slots:
     """The worker's free capacity, shared by its readers: taken before a read, given back for
-    what the read did not bring, and handed over to the running jobs for the rest."""
+    what the read did not bring, and handed over to the running jobs for the rest.
+
+    Readers are served in turn: one that gives its slots back and asks again queues behind the
+    readers already waiting. (Without the queue, with fewer slots than readers times `per_read`, the
+    readers that got slots first kept re-taking them the instant they gave them back, and the
+    other partitions were never read: their jobs waited until some timing accident.)"""
 
     def __init__(self, capacity: int, readers: int) -> None:
         self.capacity = capacity
         self.used = 0  # running jobs + reservations of readers in flight
         self.per_read = max(1, math.ceil(capacity / max(1, readers)))
-        self._freed = asyncio.Event()
+        self._waiting: deque[asyncio.Future[int]] = deque()
 
     @property
     def free(self) -> int:
         return self.capacity - self.used
 
-    async def take(self, stop: asyncio.Event, wake_s: float) -> int:
-        """Reserve up to `per_read` slots, waiting (up to `wake_s`) while none is free."""
-        while self.free <= 0:
-            if stop.is_set():
-                return 0
-            self._freed.clear()
-            try:
-                await asyncio.wait_for(self._freed.wait(), wake_s)
-            except TimeoutError:
-                return 0
+    def _reserve(self) -> int:
         n = min(self.free, self.per_read)
         self.used += n
         return n
 
+    async def take(self, stop: asyncio.Event, wake_s: float) -> int:
+        """Reserve up to `per_read` slots, waiting (up to `wake_s`, in turn) while none is
+        free; 0 if none came."""
+        if stop.is_set():
+            return 0
+        if self.free > 0 and not self._waiting:
+            return self._reserve()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        try:
+            async with asyncio.timeout(wake_s):
+                return await fut
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give_back(fut.result())  # granted as we were cancelled
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(fut)
+        # granted in the same instant as the timeout: keep it
+        return fut.result() if fut.done() and not fut.cancelled() else 0
+
     def give_back(self, n: int) -> None:
         if n > 0:
             self.used -= n
-            self._freed.set()
+        while self._waiting and self.free > 0:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_result(self._reserve())
 
 
 class Fetcher:

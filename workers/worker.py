@@ -70,8 +70,8 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.log = log.bind(worker=self.name)
         parts = self.keys.partitions
-        # blocking reads hold a connection each: one per partition, plus the writer and loops
-        self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 8)
+        # blocking reads hold a connection each: one per partition, plus the maintenance loops
+        self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 12)
         # the hot calls (start, the writer's batches, defer) on the lean pipelining client
         self.fast: Any = connect.connect_fast(cfg.redis, url)
         self.durability = Durability(self.fast, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
@@ -158,7 +158,13 @@ class Worker:
         watched: list[asyncio.Task[Any]] = [*loops, self.writer.task]
         stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*watched, stopper], return_when=asyncio.FIRST_COMPLETED)
-        died = [t for t in done if t is not stopper]
+        # a loop that returned because `stop` was set in the same turn did not die
+        died = [
+            t
+            for t in done
+            if t is not stopper
+            and (t.cancelled() or t.exception() is not None or not stop.is_set())
+        ]
         stop.set()
         for t in loops:
             t.cancel()
@@ -336,6 +342,11 @@ class Worker:
     def _on_lease_verdict(self, job_id: str, run: int, verdict: str) -> None:
         job = self.running.get(job_id)
         if job is None or job.run != run:
+            return
+        if verdict == "lost" and job.finishing:
+            # the renewal read the job after our own finish landed (with wait_replicas the
+            # finish is still waiting for its WAIT): not lost, done; a fenced finish is
+            # reported by the writer itself
             return
         if verdict == "cancel":
             self.cancel(job, "cancel")

@@ -24,6 +24,7 @@ from service.core.scripts import Ops, Write
 from service.core.wire import SLog, SProgress, encode_stored
 
 log = structlog.get_logger("tidings.worker")
+PARALLEL = 4  # partitions written at once (each holds a connection for its call)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -45,6 +46,7 @@ class Running:
     next_progress_at: float = 0.0
     progress_queued: bool = False
     lost: bool = False
+    finishing: bool = False  # its finish was handed to the writer (see Worker._on_lease_verdict)
     cancel_reason: str | None = None  # 'cancel' | 'lost' | 'shutdown'
     handle: asyncio.Task[None] | None = None
     on_cancel: list[Callable[[], None]] = field(default_factory=list)
@@ -131,6 +133,7 @@ class Writer:
         self, job: Running, outcome: str, fragment: bytes, backoff_ms: int = 0
     ) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        job.finishing = True
         w = Write("f", job.id, job.queue, job.run, -1, fragment, outcome, backoff_ms)
         self._ops_queue.append((job, w, fut))
         self._wake.set()
@@ -214,22 +217,35 @@ class Writer:
                     await asyncio.sleep(delay)
 
     async def _write(self, batch: list[Item]) -> None:
+        """One script call per partition, up to `PARALLEL` at once: with `redis.wait_replicas`,
+        a partition whose master has no replica left (just after a failover) holds its call
+        for the WAIT timeout, and the other partitions' writes must not queue behind it. A
+        partition's writes stay in order (one call); partitions are independent."""
         by_part: dict[int, list[Item]] = {}
         for item in batch:
             by_part.setdefault(item[0].partition, []).append(item)
         minute = int(time.time() // 60)
-        for k, items in list(by_part.items()):
-            call = self._ops.apply(k, [w for _, w, _ in items], minute)
-            has_finish = any(w.kind == "f" for _, w, _ in items)
-            if has_finish:
-                res = await self._durable.run(call, retry=False)
-            else:
-                res = await call.run(self._durable.client)
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def one(k: int, items: list[Item]) -> None:
+            async with gate:
+                call = self._ops.apply(k, [w for _, w, _ in items], minute)
+                if any(w.kind == "f" for _, w, _ in items):
+                    res = await self._durable.run(call, retry=False)
+                else:
+                    res = await call.run(self._durable.client)
             for (job, _w, fut), verdict in zip(items, res, strict=True):
                 if verdict == "fenced" and not job.lost:
                     job.lost = True
                     self._on_fenced(job)
                 if fut is not None and not fut.done():
                     fut.set_result(verdict)
-            del by_part[k]  # landed: a retry after a later partition's failure skips it
-            batch[:] = [it for it in batch if it[0].partition != k]
+
+        parts = list(by_part)
+        results = await asyncio.gather(*(one(k, by_part[k]) for k in parts), return_exceptions=True)
+        # what landed is not sent again when the batch is retried for the rest
+        landed = {k for k, r in zip(parts, results, strict=True) if r is None}
+        batch[:] = [it for it in batch if it[0].partition not in landed]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r

@@ -18,12 +18,14 @@ import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from service.core.config import RedisConfig
 
 BLOCK_MS = 2000  # longest blocking read: well under the socket timeout
+CLUSTER_MIN_CONNECTIONS = 64  # per node (a cap, not what is opened: see `connect`)
 
 
 def _sentinels(cfg: RedisConfig) -> list[tuple[str, int]]:
@@ -60,6 +62,13 @@ def _common(cfg: RedisConfig) -> dict[str, Any]:
     }
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool raises "Too many connections" the moment `max_connections` are
+    in use; during a failover (every WAIT waiting out its timeout on a master that has no
+    replica yet, every SSE watcher resyncing at once) that turned into 503s. Like the
+    single-server pool, this one waits (up to the socket timeout) for a connection instead."""
+
+
 def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
     """An asyncio client for `url` (already resolved from "embedded"). Typed Any: redis-py's
     replies are unions that do not narrow, and the three client kinds share no base class."""
@@ -70,10 +79,20 @@ def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
     if cfg.cluster:
         from redis.asyncio.cluster import RedisCluster
 
+        # No client-side retries on a cluster: redis-py's cluster client answers a failed
+        # retry-able call (a pipeline's connection error, every 5th MOVED) by closing every
+        # connection of the client, under every other task's feet; under concurrency during a
+        # failover those failures fed each other for seconds after the promotion. With 0
+        # retries a connection error is raised (and the slot map re-read on the next call) and
+        # MOVED only patches the map; the callers' loops retry with backoff, HTTP says 503.
         return RedisCluster.from_url(
             url,
-            retry=retry,
-            max_connections=max_connections,
+            retry=AsyncRetry(NoBackoff(), 0),
+            reinitialize_steps=0,
+            # per node; redis-py's cluster pool fails at once (MaxConnectionsError) when full
+            # instead of waiting like the other pools, and right after a promotion every WAIT
+            # on the new master holds its connection for the whole WAIT timeout
+            max_connections=max(max_connections, CLUSTER_MIN_CONNECTIONS),
             require_full_coverage=True,
             **opts,
         )
@@ -86,8 +105,10 @@ def connect(cfg: RedisConfig, url: str, *, max_connections: int = 50) -> Any:
         )
         return sentinel.master_for(
             cfg.sentinel_master,
+            connection_pool_class=BlockingSentinelConnectionPool,
             retry=retry,
             max_connections=max_connections,
+            timeout=cfg.socket_timeout_s,
             **opts,
             **_credentials(url),
         )

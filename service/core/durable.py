@@ -9,6 +9,7 @@ master that dies in between can still lose it; WAIT narrows that window, it does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -86,11 +87,13 @@ async def _pipeline_run_and_wait(
             pipe.execute_command("EVALSHA", *call.command())
             pipe.execute_command("WAIT", n, timeout_ms)
             res = await pipe.execute(raise_on_error=False)
-        if isinstance(res[0], redis.exceptions.ResponseError):
+        if isinstance(res[0], Exception):
             if is_noscript(res[0]) and attempt == 0:
                 await r.script_load(call.script.source)
                 continue
             raise res[0]
+        if isinstance(res[1], Exception):
+            raise res[1]
         return res[0], int(res[1])
     raise AssertionError("unreachable")
 
@@ -98,27 +101,87 @@ async def _pipeline_run_and_wait(
 async def _cluster_run_and_wait(
     r: Any, call: Call[Any], n: int, timeout_ms: int
 ) -> tuple[Any, int]:
-    """The same on a cluster: both commands in one pipeline to the node owning the keys (one
-    connection, in order). Redirections are not followed inside the pair (the WAIT would count
-    another node's replicas): a MOVED/ASK updates the slot map and is raised, and the caller's
-    retry sends the pair again to the right node (a redirected script did not run)."""
+    """The same on a cluster: EVALSHA then WAIT on one connection of the node that owns the
+    keys. Not through redis-py's cluster pipeline: that one answers a connection error by
+    closing every connection of the client, under every other task's feet; with concurrent
+    submits during a failover each of those failures closed them all again, and the storm
+    outlived the failover by seconds. Here a failure costs its own connection only.
+
+    Redirections are followed here (a redirected script did not run): MOVED patches the slot
+    map and goes to the new owner; ASK (slot mid-migration) sends ASKING first to the target.
+    The WAIT always runs on the connection that ran the script."""
     node = r.get_node_from_key(call.keys[0])
-    for attempt in range(2):
-        pipe = r.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", *call.command())
-        pipe.execute_command("WAIT", n, timeout_ms, target_nodes=node)
-        res = await pipe.execute(raise_on_error=False, allow_redirections=False)
-        first = res[0]
-        if isinstance(first, redis.exceptions.ResponseError):
-            if is_noscript(first) and attempt == 0:
-                await r.script_load(call.script.source)
-                continue
-            if isinstance(first, redis.exceptions.MovedError | redis.exceptions.AskError):
-                manager = getattr(r, "nodes_manager", None)
-                if manager is not None and isinstance(first, redis.exceptions.MovedError):
-                    await manager.move_slot(first)
-            raise first
-        if isinstance(res[1], Exception):
-            raise res[1]
-        return first, int(res[1])
-    raise AssertionError("unreachable")
+    asking = False
+    loaded = False
+    for _ in range(5):
+        try:
+            raw, acked = await _evalsha_wait(node, call, n, timeout_ms, asking=asking)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            await _refresh(r)  # the node may be gone: learn the slot map again
+            raise
+        if not isinstance(raw, Exception):
+            return raw, acked
+        asking = False
+        if is_noscript(raw) and not loaded:
+            await r.script_load(call.script.source)
+            loaded = True
+            continue
+        if isinstance(raw, redis.exceptions.MovedError):
+            await r.nodes_manager.move_slot(raw)
+            node = r.get_node_from_key(call.keys[0])
+            continue
+        if isinstance(raw, redis.exceptions.AskError):
+            target = r.get_node(host=raw.host, port=raw.port)
+            if target is None:
+                raise raw
+            node, asking = target, True
+            continue
+        raise raw
+    raise redis.exceptions.ClusterError(f"{call.script.name}: too many redirections")
+
+
+async def _evalsha_wait(
+    node: Any, call: Call[Any], n: int, timeout_ms: int, *, asking: bool
+) -> tuple[Any, int]:
+    """(script reply or the error it answered, replicas acknowledged), on one connection."""
+    conn = await _acquire(node)
+    try:
+        await node.disconnect_if_needed(conn)
+        cmds: list[tuple[Any, ...]] = [("ASKING",)] if asking else []
+        cmds += [("EVALSHA", *call.command()), ("WAIT", n, timeout_ms)]
+        await conn.send_packed_command(conn.pack_commands(cmds))
+        if asking:
+            await conn.read_response()
+        raw: Any
+        try:
+            raw = await conn.read_response()
+        except redis.exceptions.ResponseError as e:
+            raw = e  # an error reply; the connection is fine and WAIT's reply follows
+        acked = int(await conn.read_response())
+    except BaseException:
+        await conn.disconnect()  # state unknown: never reuse it as it is
+        raise
+    finally:
+        node.release(conn)
+    return raw, acked
+
+
+async def _acquire(node: Any, wait_s: float = 2.0) -> Any:
+    """A connection of the node's pool, waiting a little for one when all are in use (redis-py
+    raises MaxConnectionsError at once). Right after a promotion every WAIT on the new master
+    lasts its whole timeout (no replica yet), so its connections are all busy for a moment."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return node.acquire_connection()
+        except redis.exceptions.MaxConnectionsError:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+async def _refresh(r: Any) -> None:
+    """Re-read the cluster's slot map (at most one refresh at a time; a failure is left to
+    the caller's next try)."""
+    with contextlib.suppress(Exception):
+        await r.nodes_manager.initialize()

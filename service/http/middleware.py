@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from service.core.errors import Forbidden, TidingsError, Unauthorized
-from service.core.retry import is_transient
+from service.core.retry import describe, is_transient
 from service.http.auth import SESSION_COOKIE
 from service.http.cors import cors_headers, preflight
 from service.http.state import AUTH, PRINCIPAL, SETTINGS
@@ -52,7 +52,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_body(e.status, code, e.text or e.reason)
     except Exception as e:
         if is_transient(e):
-            log.warning("http.redis_unavailable", path=request.path, error=str(e)[:200])
+            log.warning("http.redis_unavailable", path=request.path, error=describe(e))
             resp = error_body(503, "unavailable", "redis is unavailable; retry shortly")
             resp.headers["Retry-After"] = RETRY_AFTER_S
             return resp

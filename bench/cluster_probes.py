@@ -1,9 +1,9 @@
 """Probes behind docs/cluster-facts.md: each starts the topology it needs (tests/topology.py),
 measures one behaviour of redis-py 8.1 against it and prints what it saw.
 
-    python -m tests.cluster_probes NAME [redis|valkey]     # NAME from `python -m ... list`
+    python -m bench.cluster_probes NAME [redis|valkey]     # NAME from `python -m ... list`
 
-Not collected by pytest (no test_ prefix); each probe stops every process it started.
+Not a benchmark and not collected by pytest; each probe stops every process it started.
 """
 
 from __future__ import annotations
