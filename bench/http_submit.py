@@ -3,6 +3,7 @@
     .venv/bin/python bench/http_submit.py                  # 64 in flight, 20,000 requests, 3 rounds
     .venv/bin/python bench/http_submit.py --quick          # 2,000 requests, 1 round
     .venv/bin/python bench/http_submit.py --inflight 16 --n 10000 --rounds 5
+    .venv/bin/python bench/http_submit.py --profile /tmp/svc.txt   # + py-spy on the service
 
 Two servers on 127.0.0.1, each one process, started here and stopped here by their pids:
 
@@ -142,6 +143,13 @@ def start_floor(port: int, logdir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def start_spy(py_spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the service (--nonblocking: not paused to sample), collapsed stacks."""
+    argv = [py_spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    argv += ["--format", "raw", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def stop_floor(p: subprocess.Popen[bytes]) -> None:
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)  # our own child, by pid
@@ -159,6 +167,12 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="n = 2,000, one round")
     ap.add_argument("--redis-server", default=shutil.which("redis-server"))
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="after the rounds, load the service once more under py-spy (collapsed stacks here)",
+    )
+    ap.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy-venv/bin/py-spy")
     a = ap.parse_args()
     if a.quick:
         a.n, a.rounds = 2000, 1
@@ -209,6 +223,17 @@ async def main() -> None:
                     + "\n",
                     flush=True,
                 )
+            if a.profile is not None:
+                spy = start_spy(a.py_spy, svc.pid, a.profile)
+                await asyncio.sleep(1.0)  # py-spy attached
+                res["profiled"] = await load(sbase, a.n, a.inflight, svc.pid)
+                spy.send_signal(signal.SIGINT)  # our own child: it writes the file and exits
+                try:
+                    spy.wait(30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
+                print(f"py-spy profile of the service under load in {a.profile}\n", flush=True)
             r.close()
         finally:
             svc.stop()
