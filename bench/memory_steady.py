@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench.tasks  # noqa: F401  (registers bench.noop: the producer refuses unknown tasks)
 from bench.common import ROOT, Proc, env_for, private_redis
 from service.producer import Producer
 

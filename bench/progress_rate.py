@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from common import (  # bench/ is the script's directory
     PREFIX,
     private_redis,
@@ -35,10 +34,10 @@ from common import (  # bench/ is the script's directory
     worker_up,
 )
 
-from service import contract
+import bench.tasks  # noqa: F401  (registers the tasks: the producer refuses unknown ones)
+from service.core.hub import FireEvent
+from service.core.wire import SProgress, idempotent_job_id
 from service.producer import Producer
-
-_decode = msgspec.json.Decoder().decode
 
 
 class Watcher:
@@ -51,11 +50,12 @@ class Watcher:
         self.gaps: list[float] = []
         self._last: float | None = None
         self.last_current: float | None = None
+        self.hub_gaps = 0  # the hub fell behind the firehose's trimming (events missed)
 
-    def on_event(self, eid: bytes, job: str, typ: bytes, data: bytes) -> None:
+    def on_event(self, ev: FireEvent) -> None:
         now = time.time()
         self.events += 1
-        if typ != b"progress":
+        if ev.type != "progress":
             return
         self.progress += 1
         if self.t_first is None:
@@ -63,10 +63,15 @@ class Watcher:
         if self._last is not None:
             self.gaps.append((now - self._last) * 1000)
         self._last = now
-        cur = _decode(data).get("current")
+        stored = ev.stored()
+        assert isinstance(stored, SProgress)
+        cur = stored.current
         self.last_current = cur
         if cur == self.n and self.t_final is None:
             self.t_final = now
+
+    def on_gap(self, partition: int) -> None:
+        self.hub_gaps += 1
 
     def on_reset(self) -> None:
         pass
@@ -76,7 +81,7 @@ async def one(p: Producer, url: str, task: str, n: int, hold_s: float = 0.0) -> 
     r = sync_client(url)
     fire = f"{{{PREFIX}:0}}:fire"
     key = f"progress-{task}-{os.urandom(6).hex()}"
-    job_id = contract.idempotent_job_id(PREFIX, key)
+    job_id = idempotent_job_id(PREFIX, key)
     w = Watcher(n)
     await p.hub.ready()
     p.hub.subscribe(job_id, w)
@@ -107,6 +112,7 @@ async def one(p: Producer, url: str, task: str, n: int, hold_s: float = 0.0) -> 
         "final_seen_after_last_call_ms": None if latency is None else round(latency, 2),
         "event_gap_p50_ms": round(gaps[len(gaps) // 2], 2) if gaps else None,
         "snapshot_current": done.progress.current,
+        "hub_gaps": w.hub_gaps,
         "hold_s": hold_s,
     }
 

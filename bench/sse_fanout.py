@@ -7,9 +7,11 @@
 
 A private redis-server (no persistence, a free port) and `python -m service` (pinned to CPU 0 with
 taskset; TIDINGS_SSE_MAX_CONNECTIONS raised) are started here and stopped here by their pids. J
-jobs are submitted and started through the Lua script, on a queue no worker serves; this process
-then writes their progress with the script's `apply` op at the given total rate (one call per
-10 ms tick, round robin over the jobs), exactly what a worker's writer does. W watchers (a cheap
+jobs are submitted on a queue no worker serves, fetched with XREADGROUP and started with the
+`start` script op as consumer `bench-sse`; a producer process then writes their progress with
+the `apply` op (`service.core.scripts.Ops`) at the given total rate (one call per 10 ms tick,
+round robin over the jobs, each write with its run and sequence number), exactly what a
+worker's writer does. W watchers (a cheap
 raw-asyncio Protocol, this process pinned to CPU 1) follow `GET /api/jobs/{id}/events`, watcher
 i on job i mod J.
 
@@ -48,11 +50,14 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+import redis.exceptions
 from common import Proc, cpu_seconds, env_for, free_port, pct, private_redis, table
-from service.contract import Keys, Limits
 
-from service import contract
-from service.producer import SubmitRequest
+from service.core.keys import Keys
+from service.core.scripts import GROUP, Entry, Limits, Ops, Write
+from service.core.tasks import TaskSpec
+from service.core.wire import SProgress, encode_stored
+from service.producer import Producer, SubmitRequest
 
 PREFIX = "bench"
 QUEUE = "sse-bench"  # served by no worker: the jobs stay running, written to by us
@@ -188,43 +193,68 @@ async def connect_all(
 
 
 class Driver:
+    """Submits J jobs, fetches and starts them as consumer `bench-sse` (the start script checks
+    that the consumer holds the entry), and writes their progress with the `apply` op."""
+
+    CONSUMER = "bench-sse"
+
     def __init__(self, r: Any) -> None:
         self.r = r
         self.keys = Keys(PREFIX, 1)
         self.limits = Limits()
+        self.ops = Ops(self.keys, self.limits)
         self.runs: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+        self.seq: dict[str, int] = {}  # the last write sequence number per job (per run)
 
     async def make_jobs(self, n: int) -> list[str]:
-        from service.producer import Producer
-
-        p = Producer(self.r, keys=self.keys, registry={})
+        # the task is known to this producer only (no worker has it: nobody serves QUEUE)
+        spec = TaskSpec("bench.sse", _never_run, dict, True, None, None, QUEUE)
+        p = Producer(self.r, keys=self.keys, registry={"bench.sse": spec})
         jobs = await p.submit_many(
             [SubmitRequest(task="bench.sse", payload={}, queue=QUEUE) for _ in range(n)]
         )
         ids = [j.id for j in jobs]
-        for i in range(0, n, 200):
-            flat: list[Any] = []
-            for jid in ids[i : i + 200]:
-                queue, entry = await self.r.hmget(self.keys.job(jid), ["queue", "entry"])
-                flat += [jid, queue, entry]
-            args = contract.script_args(
-                self.keys, self.limits, 0, "start", "bench-sse", len(flat) // 3, *flat
-            )
-            for row in await contract.call(self.r, args):
-                assert row[1] == b"run", row
-                self.runs[row[0].decode()] = int(row[2])
+        want = set(ids)
+        stream = self.keys.queue(0, QUEUE)
+        with contextlib.suppress(redis.exceptions.ResponseError):  # BUSYGROUP: it exists
+            await self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        entries: list[Entry] = []
+        while len(entries) < n:
+            resp = await self.r.xreadgroup(GROUP, self.CONSUMER, {stream: ">"}, count=n)
+            if not resp:
+                break
+            for _, rows in resp:
+                for eid, f in rows:
+                    jid = f[b"j"].decode()
+                    if jid in want:
+                        entries.append(Entry(jid, QUEUE, eid.decode()))
+        minute = int(time.time() // 60)
+        for i in range(0, len(entries), 200):
+            call = self.ops.start(0, self.CONSUMER, entries[i : i + 200], minute)
+            for row in await call.run(self.r):
+                assert row.verdict == "run", row
+                self.runs[row.id] = row.run
+                self.attempts[row.id] = row.attempt
+                self.seq[row.id] = 0
+        assert want <= set(self.runs), len(want - set(self.runs))
         return ids
+
+    def progress(self, jid: str, current: int, message: str) -> Write:
+        self.seq[jid] += 1
+        body = encode_stored(SProgress(self.attempts[jid], current, None, message))
+        return Write(
+            "p", jid, QUEUE, self.runs[jid], self.seq[jid], body, str(current), "", message
+        )
 
     async def history(self, jobs: list[str], n: int) -> None:
         """n progress events per job before anyone watches (each watcher replays them)."""
         for k in range(1, n + 1):
             for i in range(0, len(jobs), 500):
-                ops: list[Any] = []
-                for jid in jobs[i : i + 500]:
-                    frag = b',"current":%d,"message":"history"' % k
-                    ops += ["p", jid, self.runs[jid], str(k), "", "history", frag]
-                args = contract.script_args(self.keys, self.limits, 0, "apply", len(ops) // 7, *ops)
-                await contract.call(self.r, args)
+                writes = [self.progress(jid, k, "history") for jid in jobs[i : i + 500]]
+                minute = int(time.time() // 60)
+                res = await self.ops.apply(0, writes, minute).run(self.r)
+                assert set(res) == {"ok"}, set(res)
 
     async def fired(self) -> int:
         """Events ever added to the firehose (XINFO STREAM entries-added)."""
@@ -232,21 +262,27 @@ class Driver:
         return int(info["entries-added"])
 
 
+async def _never_run(ctx: Any, payload: dict[str, Any]) -> None:
+    raise AssertionError("bench.sse jobs are driven by the bench, never run")
+
+
 # The producer runs in its own process, so that its schedule does not depend on how busy this
 # process is reading 10,000 sockets: events go out on time, one script call per tick.
 PRODUCER = """
 import json, sys, time
 import redis
-from service import contract
-from service.contract import Keys, Limits
+from service.core.keys import Keys
+from service.core.scripts import Limits, Ops, Write
+from service.core.wire import SProgress, encode_stored
 
 cfg = json.loads(sys.stdin.read())
 r = redis.Redis.from_url(cfg["url"])
-keys, limits = Keys(cfg["prefix"], 1), Limits()
-jobs, runs, rate = cfg["jobs"], cfg["runs"], cfg["rate"]
+ops = Ops(Keys(cfg["prefix"], 1), Limits())
+jobs, runs, attempts, seq = cfg["jobs"], cfg["runs"], cfg["attempts"], cfg["seq"]
+queue, rate = cfg["queue"], cfg["rate"]
 interval = max(cfg["tick_s"], 1.0 / rate)
 per_tick = rate * interval
-acc, i, behind = 0.0, 0, 0.0
+acc, i, behind, refused = 0.0, 0, 0.0, 0
 nxt = time.monotonic()
 until = nxt + cfg["seconds"]
 while time.monotonic() < until:
@@ -254,14 +290,16 @@ while time.monotonic() < until:
     n = int(acc)
     acc -= n
     if n:
-        sent = b"%.6f" % time.time()
-        ops = []
+        sent = "%.6f" % time.time()
+        writes = []
         for _ in range(n):
             jid = jobs[i % len(jobs)]
             i += 1
-            frag = b',"current":%d,"message":"%s"' % (i, sent)
-            ops += ["p", jid, runs[jid], str(i), "", sent, frag]
-        contract.call_sync(r, contract.script_args(keys, limits, 0, "apply", n, *ops))
+            seq[jid] += 1
+            body = encode_stored(SProgress(attempts[jid], i, None, sent))
+            writes.append(Write("p", jid, queue, runs[jid], seq[jid], body, str(i), "", sent))
+        res = ops.apply(0, writes, int(time.time() // 60)).run_sync(r)
+        refused += sum(1 for x in res if x != "ok")
     nxt += interval
     delay = nxt - time.monotonic()
     if delay > 0:
@@ -270,13 +308,13 @@ while time.monotonic() < until:
         behind = max(behind, -delay)
         if delay < -1.0:
             nxt = time.monotonic()  # a late tick is not made up for beyond one second
-print(json.dumps({"events": i, "behind_max_s": behind}))
+print(json.dumps({"events": i, "behind_max_s": behind, "refused": refused}))
 """
 
 
-async def produce(url: str, jobs: list[str], runs: dict[str, int], rate: float, s: float) -> Any:
-    cfg = {"url": url, "prefix": PREFIX, "jobs": jobs, "runs": runs, "rate": rate}
-    cfg.update(seconds=s, tick_s=TICK_S)
+async def produce(url: str, jobs: list[str], d: Driver, rate: float, s: float) -> Any:
+    cfg = {"url": url, "prefix": PREFIX, "jobs": jobs, "runs": d.runs, "rate": rate}
+    cfg.update(attempts=d.attempts, seq=d.seq, queue=QUEUE, seconds=s, tick_s=TICK_S)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -332,13 +370,16 @@ def runq_wait_s(pid: int) -> float:
 
 
 async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """The service's /metrics, each family summed over its labels."""
     async with http.get(base + "/metrics") as r:
         text = await r.text()
-    out = {}
+    out: dict[str, float] = {}
     for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, _, value = line.partition(" ")
-            out[name] = float(value)
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            name = name.partition("{")[0]
+            with contextlib.suppress(ValueError):
+                out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
@@ -454,7 +495,7 @@ async def run(args: argparse.Namespace, w: int, j: int, rate: float) -> dict[str
             start = loop.time()
             until = start + warm + window + 0.5
             producer = (
-                asyncio.create_task(produce(server.url, jobs, d.runs, rate, until - start))
+                asyncio.create_task(produce(server.url, jobs, d, rate, until - start))
                 if rate
                 else None
             )
@@ -483,7 +524,9 @@ async def run(args: argparse.Namespace, w: int, j: int, rate: float) -> dict[str
             probes = await prober
             if spy is not None:
                 await spy.wait()
-            behind = (await producer)["behind_max_s"] if producer is not None else 0.0
+            made = await producer if producer is not None else {}
+            behind = made.get("behind_max_s", 0.0)
+            out["producer_writes_refused"] = made.get("refused", 0)
             m1 = await metrics(http, base)
             out["window_s"] = round(wall, 2)
             out["published_per_s"] = round(published / wall, 1)
@@ -508,9 +551,10 @@ async def run(args: argparse.Namespace, w: int, j: int, rate: float) -> dict[str
             out["heartbeats_received"] = st.heartbeats - hb0
             out["lost_during_window"] = st.lost - lost0
             out["service_gauge_watchers_end"] = int(m1.get("tidings_sse_watchers", -1))
-            out["service_cut_total"] = int(m1.get("tidings_sse_cut_total", -1))
+            out["service_cut_total"] = int(m1.get("tidings_sse_cuts_total", 0))
             out["hub_events_read"] = int(
-                m1.get("tidings_hub_events_total", 0) - m0.get("tidings_hub_events_total", 0)
+                m1.get("tidings_hub_events_read_total", 0)
+                - m0.get("tidings_hub_events_read_total", 0)
             )
             out["service_rss_mb_end"] = round(rss_kb(svc.pid) / 1024, 1)
             out["redis_conns_service_end"] = tcp_conns_to(svc.pid, server.port)

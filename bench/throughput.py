@@ -6,14 +6,15 @@
 
 Sections (all by default; `--only a,b`):
   enqueue  Producer.submit one by one, awaited (N jobs/s), then submit_many in batches of 1000
+           (after 200 warm-ups; landed jobs counted from queues() as differences)
   drain    N no-op jobs pre-enqueued, then `python -m workers --processes 2` (default concurrency):
            jobs/s from spawn until queues() shows queued+running+scheduled == 0, the steady rate
            from the first poll that saw progress, Redis CPU µs and commands per job (INFO deltas,
            top commandstats), worker CPU µs per job (/proc of the worker processes)
   rt       one worker process; Producer.submit then Producer.wait, sequential: 20 warm-ups + 500
   memory   used_memory delta per queued job (at 100,000 jobs) and per retained finished job
-           (after draining them; job hash + its event list; the firehose is bounded and reported
-           apart)
+           (after draining them; the job hash, which holds its events too, and its index entry;
+           the firehose is bounded and reported apart)
   http     `python -m service`: POST /api/jobs from one aiohttp client with keep-alive, one at a
            time and 16 in flight, against Producer.submit one at a time in the same run
 
@@ -78,20 +79,24 @@ async def fill(p: Producer, n: int) -> None:
 
 async def bench_enqueue(url: str, n: int) -> dict[str, Any]:
     r = sync_client(url)
+    r.flushall()
+    r.close()
     async with Producer.from_url(url, prefix=PREFIX) as p:
-        for _ in range(200):  # warm the connection and the script cache
+        for _ in range(200):  # warm the connection, the script cache and the queue registry
             await p.submit("bench.noop", {})
-        r.flushall()
+        # counted as differences, no FLUSHALL in between: the producer remembers the queues it
+        # registered (for up to 60 s), and a flushed registry would hide them from queues()
+        base = remaining(await p.queues())
         t0 = time.perf_counter()
         for _ in range(n):
             await p.submit("bench.noop", {})
         one = n / (time.perf_counter() - t0)
-        landed_one = remaining(await p.queues())
-        r.flushall()
+        landed_one = remaining(await p.queues()) - base
         t0 = time.perf_counter()
         await fill(p, n)
         bulk = n / (time.perf_counter() - t0)
-        landed_bulk = remaining(await p.queues())
+        landed_bulk = remaining(await p.queues()) - base - landed_one
+    r = sync_client(url)
     r.flushall()
     r.close()
     assert landed_one == n and landed_bulk == n, (landed_one, landed_bulk)
@@ -237,13 +242,14 @@ async def bench_memory(url: str, n: int, logdir: Path) -> dict[str, Any]:
     async with Producer.from_url(url, prefix=PREFIX) as p:
         await fill(p, n)
         queued_mem = int(r.info("memory")["used_memory"])
-        fire = f"{{{PREFIX}:0}}:fire"
-        sample = (await p.list_jobs(limit=1))[0][0].id
+        k = f"{{{PREFIX}:0}}:"
+        fire = k + "fire"
+        sample = (await p.queries.list_jobs(limit=1))[0][0].id
         keys_q = {
-            "job_hash": r.memory_usage(f"{{{PREFIX}:0}}:job:{sample}", samples=0),
-            "event_list": r.memory_usage(f"{{{PREFIX}:0}}:ev:{sample}", samples=0),
-            "queue_stream_per_job": r.memory_usage(f"{{{PREFIX}:0}}:q:default", samples=0) / n,
-            "index_zset_per_job": r.memory_usage(f"{{{PREFIX}:0}}:idx", samples=0) / n,
+            # the job hash holds the job and its events (fields "1".."n")
+            "job_hash": r.memory_usage(f"{k}job:{sample}", samples=0),
+            "queue_stream_per_job": r.memory_usage(f"{k}q:default", samples=0) / n,
+            "index_stream_per_job": r.memory_usage(f"{k}idx", samples=0) / n,
             "firehose_per_job": r.memory_usage(fire, samples=0) / n,
         }
         w = start_workers(url, 2, logdir)
@@ -261,9 +267,10 @@ async def bench_memory(url: str, n: int, logdir: Path) -> dict[str, Any]:
     fire_bytes = int(r.memory_usage(fire, samples=0) or 0)
     fire_len = int(r.xlen(fire))
     keys_f = {
-        "job_hash": r.memory_usage(f"{{{PREFIX}:0}}:job:{sample}", samples=0),
-        "event_list": r.memory_usage(f"{{{PREFIX}:0}}:ev:{sample}", samples=0),
-        "queue_stream_total": r.memory_usage(f"{{{PREFIX}:0}}:q:default", samples=0),
+        "job_hash": r.memory_usage(f"{k}job:{sample}", samples=0),
+        "queue_stream_total": r.memory_usage(f"{k}q:default", samples=0),
+        "index_stream_total": r.memory_usage(f"{k}idx", samples=0),
+        "stats_hash_total": r.memory_usage(f"{k}stats", samples=0),
     }
     r.flushall()
     r.close()
