@@ -17,6 +17,9 @@ from service.core.scripts import Ops
 from service.core.wire import QUEUE_RE
 
 _encode = msgspec.json.Encoder().encode
+# how long a queue known to be registered is not checked again: short, so a Redis that lost
+# its data (or a FLUSHALL) gets the queue back in its registry within seconds
+KNOWN_S = 10.0
 
 
 class Queues:
@@ -33,7 +36,7 @@ class Queues:
         """Register `name` if it is new (Invalid when the cap is reached)."""
         if not QUEUE_RE.match(name):
             raise Invalid("invalid queue name", path="$.queue")
-        if name in self._known and time.monotonic() - self._known_at < 60:
+        if name in self._known and time.monotonic() - self._known_at < KNOWN_S:
             return
         if time.monotonic() < self._full_until:
             raise self._full()  # a flood of new names costs Redis nothing
@@ -49,7 +52,7 @@ class Queues:
             raise self._full()
         if verdict != "ok":
             raise Invalid(f"queue {name!r} refused ({verdict})", path="$.queue")
-        if time.monotonic() - self._known_at >= 60:
+        if time.monotonic() - self._known_at >= KNOWN_S:
             self._known = set()
             self._known_at = time.monotonic()
         self._known.add(name)
