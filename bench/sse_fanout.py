@@ -376,8 +376,9 @@ async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            name = name.partition("{")[0]
+            # a metric with labels: the sum over its series
+            series, _, value = line.rpartition(" ")
+            name = series.partition("{")[0]
             with contextlib.suppress(ValueError):
                 out[name] = out.get(name, 0.0) + float(value)
     return out
@@ -551,7 +552,7 @@ async def run(args: argparse.Namespace, w: int, j: int, rate: float) -> dict[str
             out["heartbeats_received"] = st.heartbeats - hb0
             out["lost_during_window"] = st.lost - lost0
             out["service_gauge_watchers_end"] = int(m1.get("tidings_sse_watchers", -1))
-            out["service_cut_total"] = int(m1.get("tidings_sse_cuts_total", 0))
+            out["service_cut_total"] = int(m1.get("tidings_sse_cuts_total", -1))
             out["hub_events_read"] = int(
                 m1.get("tidings_hub_events_read_total", 0)
                 - m0.get("tidings_hub_events_read_total", 0)

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
+    from service.core import tracing
     from service.http.app import create_app
     from workers.registry import load_modules
 
@@ -72,8 +73,10 @@ def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
     except ImportError:
         pass
 
+    spans = tracing.from_env("tidings-service")
+
     async def go() -> None:
-        app = create_app(cfg, url, registry)
+        app = create_app(cfg, url, registry, tracing=spans)
         runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=5, keepalive_timeout=cfg.http.keepalive_s
         )
@@ -93,7 +96,10 @@ def serve(cfg: config_mod.Config, url: str, *, reuse_port: bool) -> None:
         log.info("service.stopping")
         await runner.cleanup()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        spans.shutdown()
 
 
 if __name__ == "__main__":

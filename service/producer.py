@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 
+from service.bulk import Bulk
 from service.core import connect, follow
 from service.core.config import Config, JobsConfig, RedisConfig
 from service.core.durable import Durability
@@ -27,6 +28,7 @@ from service.core.queues import Queues
 from service.core.scripts import Call, Limits, NewJob, Ops, SubmitRow, new_request_id
 from service.core.store import JobStore, check_id
 from service.core.tasks import REGISTRY, Catalog, TaskSpec
+from service.core.tracing import current_traceparent, valid_traceparent
 from service.core.wire import (
     IDEM_RE,
     QUEUE_RE,
@@ -97,11 +99,14 @@ class Producer:
         self.store = JobStore(self.fast, self.keys)
         self.queries = Queries(r, self.keys)
         self.catalog = Catalog(r, self.keys)
-        self.queue_registry = Queues(
-            self.fast, self.keys, self.ops, cap=self.jobs_config.max_queues
-        )
+        # the regular client: besides its (cached) script it reads sets and hashes, which the
+        # fast client does not speak (pause and resume failed on it)
+        self.queue_registry = Queues(r, self.keys, self.ops, cap=self.jobs_config.max_queues)
         rc = redis_config or RedisConfig()
         self.durability = Durability(self.fast, rc.wait_replicas, rc.wait_timeout_ms)
+        # cancel or retry many jobs, retry or purge dead letters, purge finished jobs
+        # (reads many jobs by pipeline: the regular client's store, not the fast one)
+        self.bulk = Bulk(r, self.keys, self.ops, self.queries.store, self.durability)
         self._batch = _Batcher(self)
         self._owns_client = owns_client
         self._hub_client = hub_client
@@ -129,7 +134,7 @@ class Producer:
         rc = cfg.redis
         r = connect.connect(rc, url)
         hub_r = connect.connect(rc, url, max_connections=partitions + 2)
-        fast = connect.connect_fast(rc, url)
+        fast = connect.connect_fast(rc, url, r)
         return cls(
             r,
             keys=Keys(prefix, partitions),
@@ -242,7 +247,9 @@ class Producer:
         idempotency_key: str | None = None,
         traceparent: str | None = None,
     ) -> Job:
-        """Submit one job; with an idempotency key already used, return that job instead."""
+        """Submit one job; with an idempotency key already used, return that job instead.
+        `traceparent`: the W3C trace context the worker's span joins (default: the caller's
+        active OpenTelemetry span, if any)."""
         req = SubmitRequest(
             task=task,
             payload=payload,
@@ -257,7 +264,7 @@ class Producer:
     async def submit_request(
         self, req: SubmitRequest, *, traceparent: str | None = None
     ) -> Submitted:
-        new = await self._prepare(req, traceparent or "")
+        new = await self._prepare(req, _trace_context(traceparent))
         await self._admit({new.queue})
         row = await self._batch.submit(new)
         # a fresh random id that already exists was created by an earlier try of this call
@@ -275,10 +282,11 @@ class Producer:
         100), all validated before any is written: an invalid item raises Invalid with its
         index in the path (`$.jobs[3].payload.n`, as in the body of POST /api/jobs/batch)."""
         prepared: list[NewJob] = []
+        tp = _trace_context(traceparent)
         for i, it in enumerate(items):
             req = it if isinstance(it, SubmitRequest) else SubmitRequest(task=it[0], payload=it[1])
             try:
-                prepared.append(await self._prepare(req, traceparent or ""))
+                prepared.append(await self._prepare(req, tp))
             except Invalid as e:
                 # name the item: "$.payload.n" of the fourth job is "$.jobs[3].payload.n"
                 where = f"$.jobs[{i}]" + (e.path or "$")[1:]
@@ -427,6 +435,19 @@ class _Batcher:
                 fut.set_result(row)
 
 
+def _trace_context(traceparent: str | None) -> str:
+    """The trace context stored with a job: the given W3C traceparent, else the caller's active
+    OpenTelemetry span (when it has one), else none."""
+    if traceparent:
+        tp = valid_traceparent(traceparent)
+        if tp is None:
+            raise Invalid(
+                "not a W3C traceparent (00-<trace id>-<span id>-<flags>)", path="traceparent"
+            )
+        return tp
+    return current_traceparent() or ""
+
+
 def _fresh(new: NewJob, state: str, created_ms: int) -> Job:
     return Job(
         id=new.id,
@@ -501,11 +522,19 @@ class SyncProducer:
         self._loop.close()
 
     def submit(self, task: str, payload: Any = None, **kw: Any) -> Job:
+        # the caller's trace context lives in this thread, not in the loop's
+        kw.setdefault("traceparent", current_traceparent())
         job: Job = self._run(self._async.submit(task, payload, **kw))
         return job
 
-    def submit_many(self, items: Iterable[tuple[str, Any] | SubmitRequest]) -> list[Job]:
-        jobs: list[Job] = self._run(self._async.submit_many(list(items)))
+    def submit_many(
+        self,
+        items: Iterable[tuple[str, Any] | SubmitRequest],
+        *,
+        traceparent: str | None = None,
+    ) -> list[Job]:
+        tp = traceparent or current_traceparent()
+        jobs: list[Job] = self._run(self._async.submit_many(list(items), traceparent=tp))
         return jobs
 
     def get(self, job_id: str) -> Job:

@@ -28,6 +28,7 @@ from service.core.wire import (
     ScheduledEvent,
     SnapshotEvent,
     StartedEvent,
+    StatsEvent,
     SucceededEvent,
     WatchEvent,
 )
@@ -226,6 +227,8 @@ class Bar:
 
     def event(self, ev: WatchEvent) -> None:
         d = ev.data
+        if isinstance(d, StatsEvent):
+            return  # the firehose's figures: never on a job's stream
         fields: dict[str, Any] = {}
         state = "gone" if isinstance(d, GoneEvent) else d.state
         if state:

@@ -149,6 +149,7 @@ def test_every_stored_event_has_a_public_form_that_decodes_strictly() -> None:
         assert wire.encode_stored(again) == body
         data = wire.encode_public(wire.public("j" * 26, "t.x", "q", b"1764343200000-0", again))
         event = wire.decode_public(data)
+        assert not isinstance(event, wire.StatsEvent)  # the firehose's figures: no job
         assert event.job == "j" * 26
 
 
@@ -425,6 +426,41 @@ async def test_register_queue_caps_the_number_of_queues(
     assert await run_checked(p, m, ops.register_queue("b", 2, b"{}")) == "ok"
     assert await run_checked(p, m, ops.register_queue("a", 2, b"{}")) == "ok"
     assert await run_checked(p, m, ops.register_queue("c", 2, b"{}")) == "full"
+
+
+async def test_purge_deletes_finished_jobs_with_their_entries_and_nothing_else(
+    monitored: tuple[Producer, Monitor],
+) -> None:
+    p, m = monitored
+    ops = p.ops
+    dead = await p._prepare(_req("t.noop", max_attempts=1))
+    waiting = await p._prepare(_req("t.noop"))
+    await run_checked(p, m, ops.submit(0, [dead]))
+    (e1,) = await fetch(p, "w1")
+    await run_checked(p, m, ops.start(0, "w1", [e1], minute()))
+    err = b'{"type":"E","message":"boom"}'
+    fail = [S.Write("f", dead.id, "default", 1, 1, err, "fail", 0)]
+    assert await run_checked(p, m, ops.apply(0, fail, minute())) == ["failed"]
+    await run_checked(p, m, ops.submit(0, [waiting]))
+    gone = wire.new_job_id()
+    jobs = [(dead.id, ""), (waiting.id, ""), (gone, "")]
+    # finished before a time long past: nothing qualifies yet
+    assert await run_checked(p, m, ops.purge(0, "default", jobs, 1)) == [
+        "kept",
+        "kept",
+        "missing",
+    ]
+    assert await run_checked(p, m, ops.purge(0, "default", jobs)) == ["purged", "kept", "missing"]
+    assert await run_checked(p, m, ops.purge(0, "default", jobs)) == [
+        "missing",
+        "kept",
+        "missing",
+    ]  # a re-sent call deletes nothing more
+    assert not await p.redis.exists(p.keys.job(dead.id))
+    assert await p.redis.zscore(p.keys.dead(0, "default"), dead.id) is None
+    index = {f[b"j"].decode() for _, f in await p.redis.xrange(p.keys.index(0))}
+    assert dead.id not in index and waiting.id in index
+    assert (await p.get(waiting.id)).state == "queued"
 
 
 def _req(task: str, **kw: Any) -> Any:

@@ -79,6 +79,18 @@ async def test_keys_required_and_checked(client: Client) -> None:
             assert r.status == 200
     async with client.get("/healthz") as r:
         assert r.status == 200
+    # the operator's endpoints too: acting on many jobs, the trend, the live figures
+    for method, path in [
+        ("POST", "/api/jobs/bulk"),
+        ("POST", "/api/queues/default/dead/retry"),
+        ("POST", "/api/queues/default/dead/purge"),
+        ("POST", "/api/queues/default/purge"),
+        ("POST", "/api/queues/default/pause"),
+        ("GET", "/api/stats/trend"),
+        ("GET", "/api/events?stats=only"),
+    ]:
+        async with client.request(method, path) as r:
+            assert r.status == 401, (method, path)
 
 
 async def test_watch_token_opens_one_job_read_only(client: Client) -> None:
@@ -261,6 +273,22 @@ HOSTILE: list[tuple[str, str, dict[str, str], bytes | None, int]] = [
     ("GET", "/api/jobs?cursor=zzz", {}, None, 422),
     ("GET", "/api/events?queue=a%20b", {}, None, 422),
     ("GET", "/api/queues/a%20b/dead", {}, None, 422),
+    ("POST", "/api/jobs/bulk", {}, b'{"action":"cancel","ids":["../x"]}', 422),
+    ("POST", "/api/jobs/bulk", {}, b'{"action":"drop","ids":[]}', 422),
+    (
+        "POST",
+        "/api/jobs/bulk",
+        {},
+        b'{"action":"retry","ids":[' + b",".join([b'"00000000000000000000000000"'] * 1001) + b"]}",
+        422,
+    ),
+    ("POST", "/api/jobs/bulk?dry_run=x", {}, b'{"action":"retry","ids":[]}', 422),
+    ("POST", "/api/queues/a%20b/dead/retry", {}, None, 422),
+    ("POST", "/api/queues/nosuch/dead/purge", {}, None, 404),
+    ("POST", "/api/queues/nosuch/purge", {}, b'{"finished_before":1}', 404),
+    ("GET", "/api/stats/trend?minutes=-1", {}, None, 422),
+    ("GET", "/api/stats/trend?task=a%7Cb", {}, None, 422),
+    ("GET", "/api/events?stats=2", {}, None, 422),
     ("POST", "/api/jobs/00000000000000000000000000/cancel", {}, None, 404),
     ("POST", "/api/jobs/00000000000000000000000000/retry", {}, None, 404),
     ("DELETE", "/api/jobs", {}, None, 405),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 import traceback
@@ -13,8 +14,10 @@ from typing import Any
 import msgspec
 import structlog
 
+from service.core import logs
 from service.core.config import JobsConfig
 from service.core.tasks import TaskSpec
+from service.core.tracing import NOOP, Span, Tracing
 from workers.context import Context
 from workers.writer import Running, Writer
 
@@ -38,7 +41,11 @@ def backoff_ms(cfg: JobsConfig, attempt: int) -> int:
 
 
 class Executor:
-    """Runs attempts for one worker: async tasks on the loop, plain `def` ones in a thread pool."""
+    """Runs attempts for one worker: async tasks on the loop, plain `def` ones in a thread pool.
+
+    Each attempt is a span (`run TASK`) in the trace stored with the job, and runs with `job_id`,
+    `task`, `attempt` and `trace_id` bound for every log line it causes (also in the thread of a
+    plain `def` task)."""
 
     def __init__(
         self,
@@ -47,28 +54,68 @@ class Executor:
         concurrency: int,
         *,
         on_done: Callable[[Running], None],
-        span: Callable[[Running], Any] | None = None,
+        tracing: Tracing = NOOP,
+        on_attempt: Callable[[str, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.jobs = jobs
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
         self._on_done = on_done
-        self._span = span
+        self._tracing = tracing
+        self._on_attempt = on_attempt
         self.done = 0
+
+    def span(self, job: Running) -> Span:
+        return self._tracing.start(
+            f"run {job.task}",
+            parent=job.traceparent or None,
+            kind="consumer",
+            attributes={
+                "tidings.job.id": job.id,
+                "tidings.job.attempt": job.attempt,
+                "tidings.queue": job.queue,
+                "tidings.task": job.task,
+                "messaging.system": "tidings",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": job.queue,
+                "messaging.message.id": job.id,
+            },
+        )
 
     async def execute(
         self, job: Running, spec: TaskSpec, raw_payload: bytes, timeout: float | None
     ) -> None:
-        outcome, fragment = "fail", b""
+        span = self.span(job)
+        with (
+            logs.bound(job_id=job.id, task=job.task, attempt=job.attempt, trace_id=span.trace_id),
+            span.current(),
+        ):
+            outcome, fragment = "fail", b""
+            try:
+                outcome, fragment = await self._attempt(job, spec, raw_payload, timeout, span)
+            finally:
+                span.set("tidings.outcome", outcome or "lost")
+                if outcome in ("error", "fail") and not span.failed:
+                    span.error(message=f"attempt ended: {outcome}")
+                if self._on_attempt is not None:
+                    self._on_attempt(job.task, outcome)
+                try:
+                    await self._finish(job, outcome, fragment)
+                finally:
+                    span.end()
+
+    async def _attempt(
+        self, job: Running, spec: TaskSpec, raw_payload: bytes, timeout: float | None, span: Span
+    ) -> tuple[str, bytes]:
+        """Run the attempt: its outcome ('' = lost: another worker owns the job now) and the
+        result or error to write."""
         ctx: Context | None = None
-        bound = log.bind(job_id=job.id, task=job.task, attempt=job.attempt)
-        span = self._span(job) if self._span is not None else None
         try:
             try:
                 payload = spec.decode_payload(_decode(raw_payload))
             except (msgspec.ValidationError, msgspec.DecodeError) as e:
-                fragment = error_fragment("InvalidPayload", str(e))
-                return
+                span.error(message=f"InvalidPayload: {e}")
+                return "fail", error_fragment("InvalidPayload", str(e))
             ctx = self.context(job, spec)
             timer = asyncio.timeout(timeout) if timeout else None
             try:
@@ -81,36 +128,37 @@ class Executor:
                 if timer is None or not timer.expired():
                     raise
                 ctx._set_cancelled()
-                outcome = "error"
-                fragment = error_fragment("Timeout", f"timeout: attempt exceeded {timeout:g}s")
-                return
+                message = f"timeout: attempt exceeded {timeout:g}s"
+                span.error(message=message)
+                return "error", error_fragment("Timeout", message)
             try:
-                outcome, fragment = "succeeded", _encode(result)
+                return "succeeded", _encode(result)
             except (TypeError, ValueError, OverflowError) as e:
-                outcome, fragment = "fail", error_fragment("ResultNotJSON", str(e))
+                span.error(message=f"ResultNotJSON: {e}")
+                return "fail", error_fragment("ResultNotJSON", str(e))
         except asyncio.CancelledError:
             if ctx is not None:
                 ctx._set_cancelled()
             reason = job.cancel_reason or "shutdown"
             if reason == "lost":
-                outcome = ""
-            elif reason == "cancel":
-                outcome, fragment = "cancelled", b""
-            else:
-                outcome, fragment = "handback", b""
+                return "", b""
+            if reason == "cancel":
+                return "cancelled", b""
+            return "handback", b""
         except Exception as e:
-            outcome = "error"
+            span.error(e)
+            log.info("job.error", error=str(e)[:200])
             fragment = error_fragment(type(e).__name__, str(e) or repr(e), traceback.format_exc())
-            bound.info("job.error", error=str(e)[:200])
-        finally:
-            if span is not None:
-                span.end(outcome)
-            await self._finish(job, outcome, fragment)
+            return "error", fragment
 
     async def _call(self, spec: TaskSpec, ctx: Context, payload: Any) -> Any:
         if spec.is_async:
             return await spec.fn(ctx, payload)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, spec.fn, ctx, payload)
+        # in the thread, the attempt's log context and active span too
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, run, spec.fn, ctx, payload
+        )
 
     async def _finish(self, job: Running, outcome: str, fragment: bytes) -> None:
         try:

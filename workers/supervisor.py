@@ -29,6 +29,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--queues", help="comma-separated queues (default: workers.queues)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    # the child's number under its supervisor (0..N-1): its metrics port is workers.metrics_port
+    # + index, the same across restarts
+    p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     url = resolve_url(cfg)
     if args.child:
-        return run_child(cfg, url, tasks, queues, args.concurrency or cfg.workers.concurrency)
+        concurrency = args.concurrency or cfg.workers.concurrency
+        return run_child(cfg, url, tasks, queues, concurrency, index=args.index)
     n = args.processes or cfg.workers.processes
     argv_child = [
         sys.executable,
@@ -72,15 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         env["TIDINGS_CONFIG"] = os.path.abspath(args.config)
     sup = Supervisor(
-        [Child(f"worker-{i}", argv_child, env=env) for i in range(n)],
+        [Child(f"worker-{i}", [*argv_child, "--index", str(i)], env=env) for i in range(n)],
         stop_timeout=cfg.workers.grace_s + 15,
     )
     return sup.run()
 
 
 def run_child(
-    cfg: config_mod.Config, url: str, tasks: list[str], queues: list[str], concurrency: int
+    cfg: config_mod.Config,
+    url: str,
+    tasks: list[str],
+    queues: list[str],
+    concurrency: int,
+    *,
+    index: int = 0,
 ) -> int:
+    from service.core import tracing
     from workers.worker import LoopDied, Worker
 
     load_modules(tasks)
@@ -92,10 +103,21 @@ def run_child(
         pass
 
     code = 0
+    spans = tracing.from_env("tidings-worker")
 
     async def go() -> None:
         nonlocal code
-        worker = Worker(cfg, url, dict(REGISTRY), queues=queues, concurrency=concurrency)
+        worker = Worker(
+            cfg, url, dict(REGISTRY), queues=queues, concurrency=concurrency, tracing=spans
+        )
+        if cfg.workers.metrics_port:
+            port = cfg.workers.metrics_port + index
+            try:
+                worker.metrics.serve(cfg.workers.metrics_host, port)
+                log.info("worker.metrics", url=f"http://{cfg.workers.metrics_host}:{port}/metrics")
+            except OSError as e:
+                # the jobs matter more than this process's own figures: run on without them
+                log.error("worker.metrics_unavailable", port=port, error=str(e))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         hits = 0
@@ -114,8 +136,12 @@ def run_child(
             await worker.run(stop)
         except LoopDied:
             code = 1  # the supervisor starts a fresh process
+        finally:
+            worker.metrics.close()
 
     asyncio.run(go())
+    spans.shutdown()  # export what is pending before the hard exit below
     sys.stderr.flush()
+    sys.stdout.flush()
     # threads of plain-def tasks that overran cannot be killed; do not wait for them
     os._exit(code)

@@ -28,11 +28,13 @@ from service.core.queues import Queues
 from service.core.retry import retrying
 from service.core.scripts import GROUP, Entry, Limits, Ops
 from service.core.tasks import TaskSpec, publish
+from service.core.tracing import NOOP, Tracing
 from service.core.wire import iso
 from workers.execute import Executor
 from workers.fetch import Fetched, Fetcher, Slots
 from workers.lease import LeaseThread
 from workers.maintenance import Maintenance
+from workers.metrics import WorkerMetrics
 from workers.writer import Running, Writer
 
 log = structlog.get_logger("tidings.worker")
@@ -54,6 +56,7 @@ class Worker:
         queues: list[str] | None = None,
         concurrency: int | None = None,
         name: str | None = None,
+        tracing: Tracing = NOOP,
     ) -> None:
         self.cfg = cfg
         self.url = url
@@ -73,7 +76,7 @@ class Worker:
         # blocking reads hold a connection each: one per partition, plus the maintenance loops
         self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 12)
         # the hot calls (start, the writer's batches, defer) on the lean pipelining client
-        self.fast: Any = connect.connect_fast(cfg.redis, url)
+        self.fast: Any = connect.connect_fast(cfg.redis, url, self.r)
         self.durability = Durability(self.fast, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
         self.slots = Slots(self.concurrency, parts)
         self._stopping = asyncio.Event()
@@ -83,7 +86,21 @@ class Worker:
             interval=cfg.workers.progress_interval_s,
             on_fenced=self._on_lost,
         )
-        self.executor = Executor(self.writer, cfg.jobs, self.concurrency, on_done=self._job_done)
+        self.metrics = WorkerMetrics(
+            running=lambda: len(self.running),
+            concurrency=self.concurrency,
+            worker=self.name,
+            version=VERSION,
+        )
+        self.executor = Executor(
+            self.writer,
+            cfg.jobs,
+            self.concurrency,
+            on_done=self._job_done,
+            tracing=tracing,
+            on_attempt=self.metrics.attempt_ended,
+        )
+        self._probe: asyncio.Task[None] | None = None
         self.maintenance = Maintenance(
             self.r,
             self.keys,
@@ -129,6 +146,7 @@ class Worker:
             loop=asyncio.get_running_loop(),
         )
         self.lease.start()
+        self._probe = asyncio.create_task(self.metrics.probe_loop(), name="loop-lag")
         self.log.info(
             "worker.started",
             queues=self.queues,
@@ -202,6 +220,8 @@ class Worker:
 
     async def _shutdown(self, grace: float) -> None:
         """Stop fetching (done), let running jobs finish within grace_s, hand the rest back."""
+        if self._probe is not None:
+            self._probe.cancel()
         if self.running:
             self.log.info("worker.draining", running=len(self.running), grace_s=grace)
             deadline = time.monotonic() + grace
@@ -225,8 +245,9 @@ class Worker:
     async def _close_clients(self) -> None:
         with contextlib.suppress(Exception):
             await self.r.aclose()
-        with contextlib.suppress(Exception):
-            await self.fast.aclose()
+        if self.fast is not self.r:
+            with contextlib.suppress(Exception):
+                await self.fast.aclose()
 
     async def _ensure_groups(self) -> None:
         for k in range(self.keys.partitions):

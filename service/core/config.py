@@ -70,6 +70,7 @@ class WorkersConfig(_Section, frozen=True):
     progress_interval_s: NonNegative = 0.02
     poll_s: Positive = 0.5
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    metrics_host: str = "127.0.0.1"
 
 
 class SseConfig(_Section, frozen=True):
@@ -80,6 +81,7 @@ class SseConfig(_Section, frozen=True):
     max_buffer_bytes: PositiveInt = 256 * 1024
     max_age_s: NonNegative = 0.0
     retry_ms: Annotated[int, msgspec.Meta(ge=0)] = 2000
+    stats_interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=60)] = 1.0
 
 
 class AuthConfig(_Section, frozen=True):

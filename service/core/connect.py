@@ -196,11 +196,12 @@ async def xreadgroup(
     )
 
 
-def connect_fast(cfg: RedisConfig, url: str) -> Any:
+def connect_fast(cfg: RedisConfig, url: str, shared: Any) -> Any:
     """A client for the hot calls: the lean pipelining one (`resp.FastRedis`) on a single
-    server; with a cluster or Sentinel (which route and fail over), a redis-py client."""
+    server; with a cluster or Sentinel (which route and fail over), `shared`: the redis-py
+    client the caller already has (one slot map, one set of pools)."""
     if cfg.cluster or cfg.sentinels:
-        return connect(cfg, url)
+        return shared
     from service.core.resp import FastRedis
 
     return FastRedis(url, socket_timeout=cfg.socket_timeout_s)

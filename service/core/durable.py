@@ -110,6 +110,7 @@ async def _cluster_run_and_wait(
     Redirections are followed here (a redirected script did not run): MOVED patches the slot
     map and goes to the new owner; ASK (slot mid-migration) sends ASKING first to the target.
     The WAIT always runs on the connection that ran the script."""
+    await r.initialize()  # a no-op once the client knows the slot map
     node = r.get_node_from_key(call.keys[0])
     asking = False
     loaded = False

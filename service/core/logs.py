@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -21,6 +22,14 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         if isinstance(v, str) and "token=" in v:
             event[k] = _TOKEN.sub(r"\1[redacted]", v)
     return event
+
+
+def bound(**ids: Any) -> AbstractContextManager[None]:
+    """Bind ids (`job_id`, `trace_id`, ...) to every log line of the block, leaving out those
+    that are None."""
+    return structlog.contextvars.bound_contextvars(
+        **{k: v for k, v in ids.items() if v is not None}
+    )
 
 
 def setup(cfg: LogConfig, *, process: str) -> None:

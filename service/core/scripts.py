@@ -20,7 +20,7 @@ import msgspec
 import redis.exceptions
 
 from service.core.keys import Keys
-from service.core.states import TRANSITIONS
+from service.core.states import TERMINAL, TRANSITIONS
 
 GROUP: Final = "tidings"
 # wait / run time histogram bounds in ms (+Inf is the last bucket)
@@ -54,6 +54,10 @@ def _lua_transitions() -> str:
     return "{" + ", ".join(rows) + "}"
 
 
+def _lua_set(names: frozenset[str]) -> str:
+    return "{" + ", ".join(f"[{n!r}] = true" for n in sorted(names)) + "}"
+
+
 def _read(name: str) -> str:
     return resources.files("service.core").joinpath("lua", name).read_text()
 
@@ -70,6 +74,7 @@ class Script:
             _read("common.lua")
             .replace("{{GROUP}}", GROUP)
             .replace("{{TRANSITIONS}}", _lua_transitions())
+            .replace("{{TERMINAL}}", _lua_set(TERMINAL))
             .replace("{{BUCKETS}}", "{" + ", ".join(map(str, BUCKETS_MS)) + "}")
         )
         parts = [common]
@@ -93,6 +98,8 @@ DEFER = Script.load("defer", events=True)
 # a lease heartbeat allocates nothing: it must keep working while Redis is out of memory
 RENEW = Script.load("renew", events=False, flags="allow-oom")
 REGISTER_QUEUE = Script.load("register_queue", events=False)
+# it only deletes: an operator must be able to make room while Redis is out of memory
+PURGE = Script.load("purge", events=False, flags="allow-oom")
 ALL: Final[tuple[Script, ...]] = (
     SUBMIT,
     START,
@@ -103,6 +110,7 @@ ALL: Final[tuple[Script, ...]] = (
     DEFER,
     RENEW,
     REGISTER_QUEUE,
+    PURGE,
 )
 
 
@@ -343,6 +351,17 @@ class Ops:
         ]
         args = [*self.limits.args(), e.id, e.entry, consumer, delay_ms, message]
         return Call(DEFER, keys, args, _text)
+
+    def purge(
+        self, k: int, queue: str, jobs: Sequence[tuple[str, str]], before_ms: int = 0
+    ) -> Call[list[str]]:
+        """Delete finished jobs of `queue` in partition k. jobs: (id, index entry id or '');
+        `before_ms`: only those finished before it (0: any)."""
+        keys = [self.keys.index(k), self.keys.dead(k, queue), *(self.keys.job(i) for i, _ in jobs)]
+        args: list[Any] = [queue, before_ms, len(jobs)]
+        for job_id, entry in jobs:
+            args += [job_id, entry]
+        return Call(PURGE, keys, args, _strings)
 
     def register_queue(self, name: str, cap: int, settings: bytes) -> Call[str]:
         return Call(REGISTER_QUEUE, [self.keys.queues()], [name, cap, settings], _text)

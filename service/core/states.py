@@ -55,6 +55,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "cancelled",
     "snapshot",
     "gone",
+    "stats",  # the firehose's figures (GET /api/events?stats=1): no job, no id
 )
 TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"succeeded", "failed", "cancelled", "gone"})
 

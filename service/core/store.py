@@ -52,6 +52,12 @@ class JobStore:
             raise NotFound("no such job")
         return job, events_from_hash(h)
 
+    async def traceparent(self, job_id: str) -> str | None:
+        """The W3C trace context stored with the job at submit (None: none given)."""
+        check_id(job_id)
+        tp = await self.r.hget(self.keys.job(job_id), "tp")
+        return tp.decode() if tp else None
+
     async def many(self, ids: Sequence[str]) -> list[Job | None]:
         """Jobs by id, in order (None where gone), in one round trip per slot."""
         if not ids:

@@ -14,6 +14,7 @@ events under the numeric fields "1", "2", ... so a job is one key in listpack fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -89,12 +90,18 @@ def event_key(eid: bytes) -> EventKey:
     return int(ms), int(seq or 0)
 
 
+@functools.lru_cache(maxsize=256)
+def _second(sec: int) -> str:
+    # strftime costs microseconds; events come in bursts within the same few seconds
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def iso(ms: int | None) -> str | None:
+    """A time in ms as ISO 8601 UTC with milliseconds (`2026-11-30T05:19:13.083Z`)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{ms % 1000:03d}Z"
-    )
+    sec, milli = divmod(ms, 1000)
+    return f"{_second(sec)}{milli:03d}Z"
 
 
 # -- jobs ------------------------------------------------------------------------------------
@@ -458,6 +465,19 @@ class GoneEvent(
     reason: str
 
 
+class StatsEvent(
+    msgspec.Struct, kw_only=True, tag="stats", tag_field="type", forbid_unknown_fields=True
+):
+    """The deployment's figures now, on the firehose for clients that ask (`?stats=1`), about
+    once a second: the queues (as GET /api/queues), jobs per state (`failed`: the dead letters,
+    failed jobs still kept) and each queue's outcomes over the last hour. Not stored, no id."""
+
+    ts: str
+    queues: list[QueueStats]
+    states: dict[str, int]
+    last_hour: dict[str, dict[str, int]]
+
+
 PublicEvent = (
     QueuedEvent
     | ScheduledEvent
@@ -470,6 +490,7 @@ PublicEvent = (
     | CancelledEvent
     | SnapshotEvent
     | GoneEvent
+    | StatsEvent
 )
 decode_public = msgspec.json.Decoder(PublicEvent).decode
 

@@ -15,13 +15,26 @@ from service.core.checks import warn_about_server
 from service.core.config import Config
 from service.core.keys import Keys
 from service.core.tasks import TaskSpec
-from service.http import jobs, metrics, ops, session
+from service.core.tracing import NOOP, Tracing
+from service.http import bulk, jobs, metrics, ops, session
 from service.http.auth import Auth, load_signing_key
 from service.http.middleware import authenticate, cors, errors, headers, proxied
-from service.http.state import AUTH, HUB, PRODUCER, QUERIES, SETTINGS, WATCHERS
+from service.http.state import (
+    AUTH,
+    HUB,
+    PRODUCER,
+    QUERIES,
+    SETTINGS,
+    STATS,
+    TRACING,
+    TREND,
+    WATCHERS,
+)
 from service.producer import Producer
 from service.sse import streams
+from service.sse.stats import StatsFeed
 from service.sse.watchers import WatcherSet
+from service.stats import TrendReader
 
 log = structlog.get_logger("tidings.http")
 STATIC = Path(__file__).parent.parent / "static"
@@ -68,10 +81,14 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(
-    cfg: Config, redis_url: str, registry: Mapping[str, TaskSpec] | None = None
+    cfg: Config,
+    redis_url: str,
+    registry: Mapping[str, TaskSpec] | None = None,
+    *,
+    tracing: Tracing = NOOP,
 ) -> web.Application:
     """The service. `registry`: tasks whose payloads are validated at submit (others are known
-    from the catalog the workers publish)."""
+    from the catalog the workers publish); `tracing`: where spans go (off by default)."""
     _quiet_aiohttp()
     app = web.Application(
         # cors outside errors: a 401 or 404 reaches a page on another origin as what it is
@@ -80,6 +97,7 @@ def create_app(
         client_max_size=cfg.http.max_body_bytes,
     )
     app[SETTINGS] = cfg
+    app[TRACING] = tracing
     app[AUTH] = Auth(cfg.auth.api_keys, load_signing_key(cfg), cfg.auth.token_ttl_s)
     metrics.setup(app)
 
@@ -88,7 +106,7 @@ def create_app(
         r = connect.connect(cfg.redis, redis_url, max_connections=20)
         # the hub's blocking reads (one per partition) on a pool of their own
         hub_r = connect.connect(cfg.redis, redis_url, max_connections=keys.partitions + 2)
-        fast = connect.connect_fast(cfg.redis, redis_url)
+        fast = connect.connect_fast(cfg.redis, redis_url, r)
         producer = Producer(
             r,
             keys=keys,
@@ -103,9 +121,15 @@ def create_app(
         app[HUB] = producer.hub
         app[WATCHERS] = WatcherSet(cfg.sse)
         app[WATCHERS].start()
+        app[TREND] = TrendReader(r, keys)
+        app[STATS] = StatsFeed(
+            producer.queries, app[TREND], app[WATCHERS], cfg.sse.stats_interval_s
+        )
+        app[STATS].start()
         with contextlib.suppress(Exception):
             await warn_about_server(r)
         yield
+        await app[STATS].close()
         await producer.close()
         await r.aclose()
         await hub_r.aclose()
@@ -121,6 +145,7 @@ def create_app(
     r = app.router
     r.add_post("/api/jobs", jobs.submit)
     r.add_post("/api/jobs/batch", jobs.submit_batch)
+    r.add_post("/api/jobs/bulk", bulk.jobs)
     r.add_get("/api/jobs", jobs.list_jobs)
     r.add_get("/api/jobs/{id}", jobs.get_job)
     r.add_get("/api/jobs/{id}/events", job_events)
@@ -133,6 +158,10 @@ def create_app(
     r.add_get("/api/queues/{name}/dead", ops.dead)
     r.add_post("/api/queues/{name}/pause", ops.pause)
     r.add_post("/api/queues/{name}/resume", ops.resume)
+    r.add_post("/api/queues/{name}/dead/retry", bulk.retry_dead)
+    r.add_post("/api/queues/{name}/dead/purge", bulk.purge_dead)
+    r.add_post("/api/queues/{name}/purge", bulk.purge_finished)
+    r.add_get("/api/stats/trend", ops.trend)
     r.add_get("/api/workers", ops.workers)
     r.add_get("/api/contract", ops.contract)
     r.add_get("/api/session", session.session_info)

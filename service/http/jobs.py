@@ -7,9 +7,12 @@ import re
 from typing import Any
 
 import msgspec
+import structlog
 from aiohttp import web
 
+from service.core import logs
 from service.core.errors import BadRequest, Invalid, TooMany
+from service.core.tracing import valid_traceparent
 from service.core.wire import (
     Job,
     WatchLinks,
@@ -19,9 +22,10 @@ from service.core.wire import (
     public,
     stored_type,
 )
-from service.http.state import AUTH, PRINCIPAL, PRODUCER, QUERIES, SETTINGS
+from service.http.state import AUTH, PRINCIPAL, PRODUCER, QUERIES, SETTINGS, TRACING
 from service.producer import SubmitRequest
 
+log = structlog.get_logger("tidings.http")
 _encode = msgspec.json.Encoder().encode
 _submit_decoder = msgspec.json.Decoder(SubmitRequest)
 MAX_BATCH = 1000
@@ -86,32 +90,53 @@ async def _rate(request: web.Request, n: int = 1) -> None:
 
 
 def _traceparent(request: web.Request) -> str | None:
+    """The caller's W3C trace context; an invalid one is ignored (as the W3C spec says)."""
     tp = request.headers.get("traceparent")
-    return tp if tp and len(tp) <= 128 and tp.isascii() else None
+    return valid_traceparent(tp) if tp and len(tp) <= 128 and tp.isascii() else None
 
 
 async def submit(request: web.Request) -> web.Response:
-    """POST /api/jobs"""
-    req = await read_json(request, _submit_decoder)
-    await _rate(request)
-    done = await request.app[PRODUCER].submit_request(req, traceparent=_traceparent(request))
-    job = with_urls(request, done.job)
-    status = 201 if done.created else 200
-    return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
+    """POST /api/jobs. Its span (a child of the caller's `traceparent`) is the parent stored
+    with the job, so the worker's span joins the caller's trace."""
+    tracing = request.app[TRACING]
+    attrs = {"http.request.method": "POST", "http.route": "/api/jobs"}
+    with tracing.span(
+        "POST /api/jobs", parent=_traceparent(request), kind="server", attributes=attrs
+    ) as span:
+        req = await read_json(request, _submit_decoder)
+        await _rate(request)
+        done = await request.app[PRODUCER].submit_request(req, traceparent=span.traceparent or None)
+        job = with_urls(request, done.job)
+        status = 201 if done.created else 200
+        span.set("http.response.status_code", status)
+        span.set("tidings.job.id", job.id)
+        span.set("tidings.task", job.task)
+        span.set("tidings.queue", job.queue)
+        with logs.bound(job_id=job.id, trace_id=span.trace_id):
+            log.debug("job.submitted", task=job.task, queue=job.queue, created=done.created)
+        return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
 
 
 async def submit_batch(request: web.Request) -> web.Response:
-    """POST /api/jobs/batch {"jobs": [...]}: all validated before any is written."""
-    batch = await read_json(request, _batch_decoder)
-    if not 1 <= len(batch.jobs) <= MAX_BATCH:
-        raise Invalid(f"a batch holds 1 to {MAX_BATCH} jobs", path="$.jobs")
-    await _rate(request, len(batch.jobs))
-    producer = request.app[PRODUCER]
-    try:
-        jobs = await producer.submit_many(batch.jobs, traceparent=_traceparent(request))
-    except Invalid as e:
-        raise Invalid(e.message, path=e.path) from e
-    return json_response({"jobs": [with_urls(request, j) for j in jobs]}, 201)
+    """POST /api/jobs/batch {"jobs": [...]}: all validated before any is written; every job
+    carries this request's span as its parent."""
+    tracing = request.app[TRACING]
+    attrs = {"http.request.method": "POST", "http.route": "/api/jobs/batch"}
+    with tracing.span(
+        "POST /api/jobs/batch", parent=_traceparent(request), kind="server", attributes=attrs
+    ) as span:
+        batch = await read_json(request, _batch_decoder)
+        if not 1 <= len(batch.jobs) <= MAX_BATCH:
+            raise Invalid(f"a batch holds 1 to {MAX_BATCH} jobs", path="$.jobs")
+        await _rate(request, len(batch.jobs))
+        producer = request.app[PRODUCER]
+        try:
+            jobs = await producer.submit_many(batch.jobs, traceparent=span.traceparent or None)
+        except Invalid as e:
+            raise Invalid(e.message, path=e.path) from e
+        span.set("http.response.status_code", 201)
+        span.set("tidings.jobs", len(jobs))
+        return json_response({"jobs": [with_urls(request, j) for j in jobs]}, 201)
 
 
 async def get_job(request: web.Request) -> web.Response:

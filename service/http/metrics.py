@@ -4,7 +4,8 @@ plus this process's own (SSE watchers and cuts, hub, HTTP requests).
 
 The job counters and wait/run histograms are kept by the same scripts that make the transitions
 (`stats` hash per partition): exact, never reset by a process restart. Labels are bounded: queue
-names are capped (`jobs.max_queues`), task names come from the catalog; never a job id.
+names are capped (`jobs.max_queues`), task names come from the catalog, routes are the router's
+patterns and methods a fixed set; never a job id. The README lists every metric.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import redis.exceptions
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -35,6 +38,9 @@ HTTP_REQUESTS = web.AppKey("http_requests", Counter)
 HTTP_LATENCY = web.AppKey("http_latency", Histogram)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# any other method (a client may send anything) is counted as "other": a bounded label
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+log = structlog.get_logger("tidings.http")
 
 
 class Snapshot(Collector):
@@ -83,9 +89,10 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = info.canonical if info is not None else "unmatched"
         if route.startswith("/static/"):
             route = "/static"
+        method = request.method if request.method in METHODS else "other"
         app = request.app
-        app[HTTP_REQUESTS].labels(route, request.method, str(status)).inc()
-        app[HTTP_LATENCY].labels(route, request.method).observe(time.perf_counter() - start)
+        app[HTTP_REQUESTS].labels(route, method, str(status)).inc()
+        app[HTTP_LATENCY].labels(route, method).observe(time.perf_counter() - start)
 
 
 def _split(field: str) -> list[str]:
@@ -99,6 +106,7 @@ async def system_families(r: Any, keys: Keys, queries: Any) -> tuple[list[Metric
     finished: dict[tuple[str, str, str], float] = defaultdict(float)
     retried: dict[tuple[str, str], float] = defaultdict(float)
     dead: dict[tuple[str, str], float] = defaultdict(float)
+    requeued: dict[tuple[str, str], float] = defaultdict(float)
     hist: dict[str, dict[tuple[str, str], list[float]]] = {"w": {}, "r": {}}
     sums: dict[str, dict[tuple[str, str], float]] = {
         "w": defaultdict(float),
@@ -120,6 +128,8 @@ async def system_families(r: Any, keys: Keys, queries: Any) -> tuple[list[Metric
                 retried[(parts[1], parts[2])] += value
             elif kind == "dl" and len(parts) == 3:
                 dead[(parts[1], parts[2])] += value
+            elif kind == "rq" and len(parts) == 3:
+                requeued[(parts[1], parts[2])] += value
             elif kind in ("wb", "rb") and len(parts) == 4:
                 counts = hist[kind[0]].setdefault((parts[1], parts[2]), [0.0] * nb)
                 i = int(parts[3]) - 1
@@ -127,39 +137,48 @@ async def system_families(r: Any, keys: Keys, queries: Any) -> tuple[list[Metric
                     counts[i] += value
             elif kind in ("ws", "rs") and len(parts) == 3:
                 sums[kind[0]][(parts[1], parts[2])] += value / 1000
+    # every (queue, task) seen gets all its counters, at 0 until they move: a series that
+    # appears only at its first increment hides that increment from rate() and increase()
+    for q, t in {*submitted, *((q, t) for q, t, _ in finished)}:
+        for o in ("succeeded", "failed", "cancelled"):
+            finished.setdefault((q, t, o), 0.0)
+        for series in (submitted, retried, dead, requeued):
+            series.setdefault((q, t), 0.0)
     out: list[Metric] = []
-    c = CounterMetricFamily(
-        "tidings_jobs_submitted", "Jobs accepted, by queue and task", labels=["queue", "task"]
-    )
-    for (q, t), v in sorted(submitted.items()):
-        c.add_metric([q, t], v)
-    out.append(c)
+    for name, doc, series in (
+        ("tidings_jobs_submitted", "Jobs accepted", submitted),
+        (
+            "tidings_jobs_retried",
+            "Attempts that failed (an error, or a lost worker) and were tried again",
+            retried,
+        ),
+        (
+            "tidings_jobs_dead_lettered",
+            "Jobs that failed for good and went to their queue's dead letters",
+            dead,
+        ),
+        (
+            "tidings_jobs_requeued",
+            "Failed or cancelled jobs put back in their queue by hand (POST .../retry)",
+            requeued,
+        ),
+    ):
+        c = CounterMetricFamily(name, doc, labels=["queue", "task"])
+        for (q, t), v in sorted(series.items()):
+            c.add_metric([q, t], v)
+        out.append(c)
     c = CounterMetricFamily(
         "tidings_jobs_finished",
-        "Jobs that reached a terminal state, by outcome",
+        "Jobs that reached a terminal state, by outcome (succeeded, failed, cancelled)",
         labels=["queue", "task", "outcome"],
     )
     for (q, t, o), v in sorted(finished.items()):
         c.add_metric([q, t, o], v)
     out.append(c)
-    c = CounterMetricFamily(
-        "tidings_jobs_retried", "Attempts that failed and were retried", labels=["queue", "task"]
-    )
-    for (q, t), v in sorted(retried.items()):
-        c.add_metric([q, t], v)
-    out.append(c)
-    c = CounterMetricFamily(
-        "tidings_jobs_dead_lettered",
-        "Jobs that failed for good and went to their queue's dead letters",
-        labels=["queue", "task"],
-    )
-    for (q, t), v in sorted(dead.items()):
-        c.add_metric([q, t], v)
-    out.append(c)
     bounds = [str(b / 1000) for b in BUCKETS_MS] + ["+Inf"]
     for kind, name, doc in (
         ("w", "tidings_job_wait_seconds", "Time from queued to started, per attempt"),
-        ("r", "tidings_job_run_seconds", "Time from started to finished, per attempt"),
+        ("r", "tidings_job_run_seconds", "Time from started to the end, per attempt that ended"),
     ):
         h = HistogramMetricFamily(name, doc, labels=["queue", "task"])
         for (q, t), counts in sorted(hist[kind].items()):
@@ -196,8 +215,8 @@ async def system_families(r: Any, keys: Keys, queries: Any) -> tuple[list[Metric
         workers.add_metric([s.name], s.workers)
         paused.add_metric([s.name], 1 if s.paused else 0)
     out += [jobs, age, workers, paused]
-    head = GaugeMetricFamily(
-        "tidings_events_written", "Events written so far (per partition counter, summed)"
+    head = CounterMetricFamily(
+        "tidings_events_written", "Job events written (the partitions' event counters, summed)"
     )
     head.add_metric([], sum(heads))
     out.append(head)
@@ -235,10 +254,19 @@ def process_families(app: web.Application, heads: list[int]) -> list[Metric]:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the deployment's figures from Redis, then this process's own. With Redis
+    away, the process's own figures still come, with `tidings_redis_up 0`."""
     app = request.app
     queries = app[QUERIES]
-    fams, heads = await system_families(queries.r, queries.keys, queries)
+    up = GaugeMetricFamily("tidings_redis_up", "1 when this scrape could read Redis")
+    try:
+        fams, heads = await system_families(queries.r, queries.keys, queries)
+        up.add_metric([], 1)
+    except (redis.exceptions.RedisError, OSError) as e:
+        log.warning("metrics.redis_unavailable", error=str(e)[:200])
+        fams, heads = [], []
+        up.add_metric([], 0)
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(Snapshot(fams + process_families(app, heads)))
+    reg.register(Snapshot([up, *fams, *process_families(app, heads)]))
     body = generate_latest(reg) + generate_latest(app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,5 +1,5 @@
-"""Operator endpoints: tasks, queues (pause, resume, dead letters), workers, the state machine,
-health and readiness."""
+"""Operator endpoints: tasks, queues (pause, resume, dead letters), workers, the trend, the
+state machine, health and readiness."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from aiohttp import web
 from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.retry import is_transient
 from service.core.states import contract_document, contract_module
-from service.core.wire import QUEUE_RE
-from service.http.jobs import json_response, with_urls
-from service.http.state import PRODUCER, QUERIES
+from service.core.wire import QUEUE_RE, TASK_RE
+from service.http.jobs import int_param, json_response, with_urls
+from service.http.state import PRODUCER, QUERIES, TREND
+from service.stats import MAX_MINUTES
 
 
 async def tasks(request: web.Request) -> web.Response:
@@ -45,7 +46,7 @@ async def queues(request: web.Request) -> web.Response:
     return json_response({"queues": list(stats.values())})
 
 
-def _queue(request: web.Request) -> str:
+def queue_name(request: web.Request) -> str:
     name = request.match_info["name"]
     if not QUEUE_RE.match(name):
         raise Invalid("invalid queue name", path="queue")
@@ -53,7 +54,7 @@ def _queue(request: web.Request) -> str:
 
 
 async def dead(request: web.Request) -> web.Response:
-    jobs = await request.app[QUERIES].dead(_queue(request))
+    jobs = await request.app[QUERIES].dead(queue_name(request))
     return json_response({"jobs": [with_urls(request, j) for j in jobs]})
 
 
@@ -68,7 +69,7 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
-    name = _queue(request)
+    name = queue_name(request)
     producer = request.app[PRODUCER]
     if name not in await producer.queue_registry.names():
         raise NotFound("no such queue")
@@ -79,6 +80,20 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
 
 async def workers(request: web.Request) -> web.Response:
     return json_response({"workers": await request.app[QUERIES].workers()})
+
+
+async def trend(request: web.Request) -> web.Response:
+    """GET /api/stats/trend?minutes=60&queue=&task=: per minute, finished jobs by outcome and
+    wait and run time percentiles (from the per-minute hashes the scripts keep)."""
+    minutes = int_param(request, "minutes", 60, 1, MAX_MINUTES)
+    assert minutes is not None
+    queue = request.query.get("queue") or None
+    task = request.query.get("task") or None
+    if queue is not None and not QUEUE_RE.match(queue):
+        raise Invalid("invalid queue name", path="queue")
+    if task is not None and not TASK_RE.match(task):
+        raise Invalid("invalid task name", path="task")
+    return json_response(await request.app[TREND].trend(minutes, queue, task))
 
 
 async def contract(request: web.Request) -> web.Response:

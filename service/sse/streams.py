@@ -15,9 +15,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from service.core import logs
 from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.follow import plan_from
 from service.core.hub import sse_frame
+from service.core.tracing import Span
 from service.core.wire import (
     JOB_ID_RE,
     QUEUE_RE,
@@ -35,7 +37,7 @@ from service.core.wire import (
     stored_type,
 )
 from service.http.cors import cors_headers
-from service.http.state import HUB, PRINCIPAL, PRODUCER, SETTINGS, WATCHERS
+from service.http.state import HUB, PRINCIPAL, PRODUCER, SETTINGS, STATS, TRACING, WATCHERS
 from service.sse.watchers import FirehoseWatcher, JobWatcher, Watcher, WatcherSet
 
 log = structlog.get_logger("tidings.sse")
@@ -166,10 +168,36 @@ def _job_frames(job: Job, events: list[StoredEvent]) -> list[bytes]:
 
 @capped
 async def job_events(request: web.Request) -> web.StreamResponse:
-    """GET /api/jobs/{id}/events"""
+    """GET /api/jobs/{id}/events. With tracing on, the stream is a span in the job's trace (a
+    child of the context stored at submit); log lines carry the job id and the trace id."""
     job_id = request.match_info["id"]
     if not JOB_ID_RE.match(job_id):
         raise NotFound("no such job")
+    app = request.app
+    tracing = app[TRACING]
+    span: Span | None = None
+    if tracing.enabled:
+        with contextlib.suppress(NotFound):
+            span = tracing.start(
+                "SSE /api/jobs/{id}/events",
+                parent=await app[PRODUCER].store.traceparent(job_id),
+                kind="server",
+                attributes={
+                    "http.request.method": "GET",
+                    "http.route": "/api/jobs/{id}/events",
+                    "tidings.job.id": job_id,
+                    "tidings.sse.resumed": last_event_id(request) is not None,
+                },
+            )
+    with logs.bound(job_id=job_id, trace_id=span.trace_id if span else None):
+        try:
+            return await _job_events(request, job_id, span)
+        finally:
+            if span is not None:
+                span.end()
+
+
+async def _job_events(request: web.Request, job_id: str, span: Span | None) -> web.StreamResponse:
     app = request.app
     hub = app[HUB]
     store = app[PRODUCER].store
@@ -242,6 +270,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         return w.resp or web.Response(status=499)
     finally:
         hub.unsubscribe(job_id, w)
+        if span is not None:
+            span.set("tidings.sse.end", w.done_reason or "client gone")
 
 
 # -- the firehose ----------------------------------------------------------------------------
@@ -263,20 +293,32 @@ def _snapshot_frame(position: bytes, reason: str) -> bytes:
 
 @capped
 async def firehose(request: web.Request) -> web.StreamResponse:
-    """GET /api/events?queue=&task= : every job's events in one resumable stream."""
+    """GET /api/events?queue=&task=&stats= : every job's events in one resumable stream;
+    `stats=1` adds the deployment's figures about once a second (`stats=only`: those alone)."""
     queue = request.query.get("queue") or None
     task = request.query.get("task") or None
     if queue is not None and not QUEUE_RE.match(queue):
         raise Invalid("invalid queue name", path="queue")
     if task is not None and not TASK_RE.match(task):
         raise Invalid("invalid task name", path="task")
+    stats = request.query.get("stats", "")
+    if stats not in ("", "0", "1", "only"):
+        raise Invalid("stats is 1, 0 or only", path="stats")
     app = request.app
     keys = app[PRODUCER].keys
     r = app[PRODUCER].redis
     hub = app[HUB]
     await hub.ready()
     watchers = app[WATCHERS]
-    w = FirehoseWatcher(watchers, _hb_slot(request, watchers.slots), keys, queue=queue, task=task)
+    w = FirehoseWatcher(
+        watchers,
+        _hb_slot(request, watchers.slots),
+        keys,
+        queue=queue,
+        task=task,
+        stats=stats in ("1", "only"),
+        events=stats != "only",
+    )
     last = last_event_id(request)
     given = parse_position(last, keys.partitions)
     # subscribe, then read the hub's position in the same step: every event after it reaches us
@@ -316,6 +358,9 @@ async def firehose(request: web.Request) -> web.StreamResponse:
             await w.go_live()
         else:
             await replay_from(given if reason is None else None, reason)
+        if w.stats:
+            # the figures at once, not after the first tick (the page shows them from the start)
+            w.write_raw(await app[STATS].frame())
         await serve(request, w, lambda: replay_from(None, "gap"))
         assert w.resp is not None
         return w.resp

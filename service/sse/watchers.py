@@ -156,7 +156,7 @@ class FirehoseWatcher(Watcher):
     """Every job's events, optionally filtered by queue and task. With several partitions the
     SSE id is the position in each of them, comma-separated, so a resume is exact."""
 
-    __slots__ = ("keys", "position", "queue", "task")
+    __slots__ = ("events", "keys", "position", "queue", "stats", "task")
 
     def __init__(
         self,
@@ -166,16 +166,22 @@ class FirehoseWatcher(Watcher):
         *,
         queue: str | None,
         task: str | None,
+        stats: bool = False,
+        events: bool = True,
     ) -> None:
         super().__init__(watchers, hb_slot)
         self.keys = keys
         self.position: list[bytes] = [b"0-0"] * keys.partitions
         self.queue = queue
         self.task = task
+        self.stats = stats  # also the periodic `stats` event (see service/sse/stats.py)
+        self.events = events  # False: the stats event only
 
     def accepts(self, queue: str, task: str) -> bool:
-        return (self.queue is None or queue == self.queue) and (
-            self.task is None or task == self.task
+        return (
+            self.events
+            and (self.queue is None or queue == self.queue)
+            and (self.task is None or task == self.task)
         )
 
     def advance(self, k: int, eid: bytes, key: EventKey) -> bool:

@@ -1,7 +1,7 @@
-// "…ago" times: a <time> element that says how long ago something was, kept fresh by tickAges.
+// Times that move: "…ago" ages (<time>) and the runtime of running jobs, kept fresh by tickAges.
 
 import { h, setText } from "./dom.js";
-import { fmtAge, fmtDateTime } from "./format.js";
+import { fmtAge, fmtDateTime, fmtDuration, parseTs } from "./format.js";
 
 /** A <time> that keeps its "…ago" text fresh (see tickAges). */
 export function ageEl(iso) {
@@ -18,7 +18,30 @@ export function setAge(el, iso) {
   setText(el, fmtAge(iso));
 }
 
+/** How long a job ran (or has been running: kept fresh by tickAges). */
+export function runtimeEl() {
+  return h("span", { class: "runtime" });
+}
+
+export function setRuntime(el, startedIso, finishedIso, running) {
+  const from = parseTs(startedIso);
+  const to = parseTs(finishedIso);
+  if (from === null || (!running && to === null)) {
+    delete el.dataset.runFrom;
+    setText(el, "—");
+    return;
+  }
+  if (running) {
+    el.dataset.runFrom = String(from);
+    setText(el, fmtDuration(Date.now() - from));
+  } else {
+    delete el.dataset.runFrom;
+    setText(el, fmtDuration(to - from));
+  }
+}
+
 export function tickAges(root = document) {
   const now = Date.now();
   for (const el of root.querySelectorAll("time[data-rel]")) setText(el, fmtAge(el.dataset.ts, now));
+  for (const el of root.querySelectorAll("[data-run-from]")) setText(el, fmtDuration(now - Number(el.dataset.runFrom)));
 }

@@ -89,6 +89,27 @@ export const api = {
   cancel: (id) => request("POST", `/api/jobs/${enc(id)}/cancel`),
   retry: (id) => request("POST", `/api/jobs/${enc(id)}/retry`),
   dead: async (queue) => (await request("GET", `/api/queues/${enc(queue)}/dead`)).data.jobs,
+  workers: async () => (await request("GET", "/api/workers")).data.workers,
+  trend: async (params) => (await request("GET", "/api/stats/trend" + query(params))).data,
+  pause: (queue) => request("POST", `/api/queues/${enc(queue)}/pause`),
+  resume: (queue) => request("POST", `/api/queues/${enc(queue)}/resume`),
+
+  // Bulk actions answer { action, dry_run, count, outcomes: { outcome: n }, queue?, results? };
+  // with dryRun nothing changes and `count` says how many jobs the action would touch.
+  /** Cancel or retry many jobs at once (at most 1000 ids). */
+  bulk: async (action, ids, dryRun = false) =>
+    (await request("POST", "/api/jobs/bulk" + query({ dry_run: dryRun ? 1 : null }), { action, ids })).data,
+  retryDead: async (queue, dryRun = false) =>
+    (await request("POST", `/api/queues/${enc(queue)}/dead/retry` + query({ dry_run: dryRun ? 1 : null }))).data,
+  purgeDead: async (queue, dryRun = false) =>
+    (await request("POST", `/api/queues/${enc(queue)}/dead/purge` + query({ dry_run: dryRun ? 1 : null }))).data,
+  /** Delete the queue's jobs that finished before `before` (ms since the epoch). */
+  purgeFinished: async (queue, before, dryRun = false) =>
+    (
+      await request("POST", `/api/queues/${enc(queue)}/purge` + query({ dry_run: dryRun ? 1 : null }), {
+        finished_before: before,
+      })
+    ).data,
 
   /** GET /api/session: { auth, signed_in }; also remembered in `session`. */
   async session() {
@@ -121,9 +142,12 @@ export async function checkSession() {
   if (s.auth && !s.signedIn) signedOut();
 }
 
-/** The firehose URL: every job's events, optionally filtered by queue and task. */
-export function firehoseUrl({ queue, task, lastEventId } = {}) {
-  return "/api/events" + query({ queue, task, last_event_id: lastEventId });
+/**
+ * The firehose URL: every job's events, optionally filtered by queue and task. `stats`: "1" adds
+ * the deployment's figures about once a second (a `stats` event), "only" asks for those alone.
+ */
+export function firehoseUrl({ queue, task, lastEventId, stats } = {}) {
+  return "/api/events" + query({ queue, task, stats, last_event_id: lastEventId });
 }
 
 /** A job's own stream: its events_url (which may carry a signed token), resumed after an id. */

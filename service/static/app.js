@@ -1,7 +1,10 @@
 // Tidings dashboard: a small single-page app. Routes on location.pathname (and ?view=):
-//   /                    jobs list (?state=&task=&queue= filters)
+//   /                    jobs list (?q=&state=&task=&queue=&since=&until= filters)
 //   /?view=new&task=T    submit form
 //   /?view=dead&queue=Q  dead letters of a queue
+//   /?view=queues        queues: live figures, pause and resume, retry and purge
+//   /?view=workers       live worker processes
+//   /?view=trend         throughput and wait/run times over the last hour
 //   /jobs/{id}           one job
 // With auth on and no session, a sign-in form stands in for whatever the URL names, which is
 // shown once signed in; a 401 later brings the form back without touching the URL.
@@ -12,9 +15,12 @@ import { mountDead } from "./dead-view.js";
 import { clear, h } from "./dom.js";
 import { mountJob } from "./job-view.js";
 import { mountJobs } from "./jobs-view.js";
+import { mountQueues } from "./queues-view.js";
 import { mountSignIn } from "./signin-view.js";
 import { mountSubmit } from "./submit-view.js";
 import { announce } from "./toast.js";
+import { mountTrend } from "./trend-view.js";
+import { mountWorkers } from "./workers-view.js";
 
 const JOB_PATH = /^\/jobs\/([0-9A-Za-z_-]{1,64})\/?$/;
 const main = document.getElementById("main");
@@ -43,6 +49,9 @@ function route() {
     const view = params.get("view");
     if (view === "new") return { name: "new", mount: (root) => mountSubmit(root, params, nav) };
     if (view === "dead") return { name: "dead", mount: (root) => mountDead(root, params, nav) };
+    if (view === "queues") return { name: "queues", mount: (root) => mountQueues(root) };
+    if (view === "workers") return { name: "workers", mount: (root) => mountWorkers(root) };
+    if (view === "trend") return { name: "trend", mount: (root) => mountTrend(root, params, nav) };
     return { name: "jobs", mount: (root) => mountJobs(root, params, nav) };
   }
   return {
@@ -145,5 +154,5 @@ async function start() {
 }
 
 window.addEventListener("popstate", () => render(true));
-setInterval(() => tickAges(main), 2000);
+setInterval(() => tickAges(main), 1000);
 start();

@@ -1,9 +1,12 @@
-// Dead letters at "/?view=dead&queue=NAME": jobs that failed for good, with a retry button each.
+// Dead letters at "/?view=dead&queue=NAME": jobs that failed for good, with a retry button each,
+// and for the whole queue "Retry all" and "Purge all" (one request each, done by the service in
+// batches, after a confirmation that says how many jobs they touch).
 
 import { ageEl } from "./age.js";
 import { api } from "./api.js";
 import { clear, h, setText } from "./dom.js";
-import { errorText } from "./format.js";
+import { errorText, fmtNum } from "./format.js";
+import { purgeDead, retryDead, runQueueAction } from "./queue-actions.js";
 import { announce } from "./toast.js";
 
 export function mountDead(root, params, nav) {
@@ -12,6 +15,8 @@ export function mountDead(root, params, nav) {
   const heading = h("h1", { tabindex: "-1" }, "Dead letters");
   const queueSel = h("select", { id: "dead-queue", name: "queue" });
   const refresh = h("button", { type: "button", class: "secondary" }, "Refresh");
+  const retryAll = h("button", { type: "button", hidden: true }, "Retry all");
+  const purgeAll = h("button", { type: "button", class: "danger", hidden: true }, "Purge all");
   const note = h("p", { class: "muted" });
   const list = h("ul", { class: "dead-list" });
   const errorBox = h("p", { class: "banner banner-error", role: "alert", hidden: true });
@@ -30,6 +35,9 @@ export function mountDead(root, params, nav) {
         { class: "filters", "aria-label": "Choose a queue", onsubmit: (ev) => ev.preventDefault() },
         h("div", { class: "field" }, h("label", { for: "dead-queue" }, "Queue"), queueSel),
         refresh,
+        h("span", { class: "spacer" }),
+        retryAll,
+        purgeAll,
       ),
       errorBox,
       note,
@@ -46,7 +54,7 @@ export function mountDead(root, params, nav) {
       h(
         "div",
         { class: "dead-head" },
-        h("a", { href: `/jobs/${job.id}`, class: "job-link" }, h("span", { class: "task-name" }, job.task), " ", h("span", { class: "job-id" }, job.id.slice(-8))),
+        h("a", { href: `/jobs/${job.id}`, class: "job-link" }, h("span", { class: "task-name" }, job.task), " ", h("span", { class: "job-id" }, job.id)),
         h("span", { class: "muted small" }, `attempt ${job.attempt} of ${job.max_attempts}`, " · failed ", ageEl(job.finished_at)),
         h("span", { class: "spacer" }),
         outcome,
@@ -92,9 +100,20 @@ export function mountDead(root, params, nav) {
       queueSel.value = queue;
       const jobs = await api.dead(queue);
       if (disposed) return;
+      const total = Math.max(jobs.length, (queues.find((x) => x.name === queue) || {}).dead || 0);
       clear(list);
       for (const job of jobs) list.append(row(job));
-      setText(note, jobs.length ? `${jobs.length} dead job${jobs.length === 1 ? "" : "s"} in queue ${queue}, most recent first.` : `No dead jobs in queue ${queue}.`);
+      retryAll.hidden = purgeAll.hidden = total === 0;
+      setText(retryAll, `Retry all ${fmtNum(total)}`);
+      setText(purgeAll, `Purge all ${fmtNum(total)}`);
+      let text = `No dead jobs in queue ${queue}.`;
+      if (jobs.length) {
+        text =
+          total > jobs.length
+            ? `${fmtNum(total)} dead jobs in queue ${queue}; the ${fmtNum(jobs.length)} most recent are shown.`
+            : `${fmtNum(jobs.length)} dead job${jobs.length === 1 ? "" : "s"} in queue ${queue}, most recent first.`;
+      }
+      setText(note, text);
     } catch (e) {
       if (disposed) return;
       errorBox.hidden = false;
@@ -110,6 +129,21 @@ export function mountDead(root, params, nav) {
     load();
   });
   refresh.addEventListener("click", load);
+  for (const [btn, make] of [
+    [retryAll, retryDead],
+    [purgeAll, purgeDead],
+  ]) {
+    btn.addEventListener("click", async () => {
+      btn.disabled = true;
+      try {
+        if (await runQueueAction(make(queue))) await load();
+      } catch (e) {
+        announce(`Could not do it: ${e.message}`, "error");
+      } finally {
+        btn.disabled = false;
+      }
+    });
+  }
   load();
 
   return {

@@ -10,7 +10,7 @@ export function eventDetails(type, d) {
     case "scheduled":
       return d.due ? `due at ${fmtTime(d.due)}` : "scheduled";
     case "started":
-      return `attempt ${d.attempt ?? "?"} started`;
+      return `attempt ${d.attempt ?? "?"} started` + (d.worker ? ` on ${d.worker}` : "");
     case "progress": {
       const parts = [];
       if (d.current !== undefined && d.current !== null) {

@@ -1,7 +1,7 @@
-// The job page's cards: facts (queue, attempt, times, durations, timeout), payload, and the
-// result or the error with its traceback.
+// The job page's cards: facts (queue, attempt, the worker of each attempt, times, durations,
+// timeout), payload, and the result or the error with its traceback.
 
-import { h, setText } from "./dom.js";
+import { clear, h, setText } from "./dom.js";
 import { errorText, fmtDateTime, fmtDuration, jsonText, parseTs } from "./format.js";
 
 export function jobDetails() {
@@ -35,6 +35,7 @@ export function jobDetails() {
         { class: "facts" },
         fact("queue", "Queue"),
         fact("attempt", "Attempt"),
+        fact("workers", "Worker"),
         fact("created", "Created"),
         fact("started", "Started"),
         fact("finished", "Finished"),
@@ -91,5 +92,19 @@ export function jobDetails() {
     }
   }
 
-  return { el, render, renderDurations };
+  /** The worker of each attempt (attempt number -> worker name), from the started events. */
+  function renderWorkers(byAttempt) {
+    clear(facts.workers);
+    if (!byAttempt.size) {
+      facts.workers.append("—");
+      return;
+    }
+    const list = h("ol", { class: "attempt-workers" });
+    for (const [attempt, worker] of [...byAttempt].sort((a, b) => a[0] - b[0])) {
+      list.append(h("li", { dataset: { attempt: String(attempt) } }, `attempt ${attempt}: `, h("span", { class: "mono" }, worker)));
+    }
+    facts.workers.append(list);
+  }
+
+  return { el, render, renderDurations, renderWorkers };
 }

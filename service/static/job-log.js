@@ -1,5 +1,8 @@
 // The job page's event log: one row per event, in event id order, each event once (rows are
 // keyed by event id), the latest MAX_ROWS kept. New rows are added at most once a frame.
+// Consecutive progress events fold into one line that says how many there are and the latest
+// value, and opens to show them all; everything else (starts, logs, retries, the end) always
+// shows, so a job of thousands of steps still has a short page.
 
 import { batcher } from "./batcher.js";
 import { h, setText } from "./dom.js";
@@ -8,6 +11,7 @@ import { eventDetails } from "./event-text.js";
 import { fmtNum, fmtTime } from "./format.js";
 
 const MAX_ROWS = 2000; // rows kept in the log; the service itself keeps jobs.max_events per job
+const FOLDED = "progress";
 
 function logRow(e) {
   const d = e.data;
@@ -21,11 +25,35 @@ function logRow(e) {
   );
 }
 
+/** A run of consecutive progress rows behind one line. */
+function makeFold() {
+  const toggle = h("button", { type: "button", class: "fold-toggle secondary", "aria-expanded": "false" });
+  const text = h("span", { class: "fold-text" });
+  const tr = h("tr", { class: "fold", dataset: { fold: "" } }, h("td", { colspan: "4" }, toggle, " ", text));
+  const fold = { tr, toggle, text, rows: [], last: null, open: false };
+  toggle.addEventListener("click", () => {
+    fold.open = !fold.open;
+    for (const row of fold.rows) row.hidden = !fold.open;
+    renderFold(fold);
+  });
+  return fold;
+}
+
+function renderFold(fold) {
+  const n = fold.rows.length;
+  fold.toggle.setAttribute("aria-expanded", String(fold.open));
+  setText(fold.toggle, `${fold.open ? "Hide" : "Show"} ${fmtNum(n)} progress event${n === 1 ? "" : "s"}`);
+  setText(fold.text, fold.last ? `latest: ${eventDetails(FOLDED, fold.last)}` : "");
+}
+
 /** `onFlushed()` is called after each batch of rows is in. */
 export function eventLog({ onFlushed }) {
   const seen = new Set();
+  const foldOf = new WeakMap(); // row -> its fold
   let pending = [];
   let lastRowId = null;
+  let tail = null; // the fold the next progress row joins (null: the last row is not progress)
+  let rowsShown = 0;
   let trimmed = 0;
   const count = h("span", { class: "muted count" });
   const trimNote = h("p", { class: "muted small", hidden: true });
@@ -58,20 +86,53 @@ export function eventLog({ onFlushed }) {
     ),
   );
 
+  function dropOldest() {
+    const first = tbody.querySelector("tr[data-event-id]");
+    if (!first) return;
+    first.remove();
+    rowsShown -= 1;
+    const fold = foldOf.get(first);
+    if (fold) {
+      fold.rows.splice(fold.rows.indexOf(first), 1);
+      if (!fold.rows.length) {
+        fold.tr.remove();
+        if (tail === fold) tail = null;
+      } else {
+        renderFold(fold);
+      }
+    }
+  }
+
   const flush = batcher(() => {
     const batch = pending;
     pending = [];
+    const touched = new Set();
     const frag = document.createDocumentFragment();
     for (const e of batch) {
       const tr = logRow(e);
+      rowsShown += 1;
       if (lastRowId === null || e.id === null || compareIds(e.id, lastRowId) > 0) {
+        if (e.type === FOLDED) {
+          if (!tail) {
+            tail = makeFold();
+            frag.append(tail.tr);
+          }
+          tail.rows.push(tr);
+          tail.last = e.data;
+          tr.hidden = !tail.open;
+          foldOf.set(tr, tail);
+          touched.add(tail);
+        } else {
+          tail = null;
+        }
         frag.append(tr);
         if (e.id !== null) lastRowId = e.id;
       } else {
-        // out of order (should not happen: ids of one job strictly increase): put it in place
+        // out of order (should not happen: ids of one job strictly increase): put it in place,
+        // unfolded
         tbody.append(frag);
         let before = null;
-        for (const other of tbody.children) {
+        for (const other of tbody.querySelectorAll("tr[data-event-id]")) {
           if (other.dataset.eventId && compareIds(other.dataset.eventId, e.id) > 0) {
             before = other;
             break;
@@ -81,9 +142,10 @@ export function eventLog({ onFlushed }) {
       }
     }
     tbody.append(frag);
+    for (const fold of touched) renderFold(fold);
     let dropped = 0;
-    while (tbody.children.length > MAX_ROWS) {
-      tbody.firstElementChild.remove();
+    while (rowsShown > MAX_ROWS) {
+      dropOldest();
       dropped += 1;
     }
     if (dropped) {

@@ -1,18 +1,20 @@
-// The top of the job page: breadcrumb, task name, state badge, stream status, the action
-// buttons' place, and the progress bar with its text.
+// The top of the job page: breadcrumb with the full job id (and a button to copy it), task name,
+// state badge, stream status, the action buttons' place, and the progress bar with its text.
 
+import { copyButton } from "./copy-button.js";
 import { h, setText } from "./dom.js";
 import { progressBar, setProgress } from "./progress-bar.js";
 import { setState, stateBadge } from "./state-badge.js";
 import { streamBadge } from "./stream-badge.js";
 
-/** Jobs / {id}; without an id, only the way back to the list. */
-export function crumbs(id) {
+/** Jobs / {id} [Copy]; without an id, only the way back to the list. */
+export function crumbs(id, { copy = false } = {}) {
   return h(
     "nav",
     { class: "crumbs", "aria-label": "Breadcrumb" },
     h("a", { href: "/" }, "Jobs"),
-    id ? [" / ", h("span", { class: "mono" }, id)] : null,
+    id ? [" / ", h("span", { class: "mono job-full-id" }, id)] : null,
+    id && copy ? [" ", copyButton(id, "job id")] : null,
   );
 }
 
@@ -33,7 +35,7 @@ export function jobSummary(job, heading, actions) {
   const barText = h("p", { class: "bar-text" });
   setHeading(heading, job.task);
   const els = [
-    crumbs(job.id),
+    crumbs(job.id, { copy: true }),
     h("div", { class: "view-head" }, heading, state, status, h("span", { class: "spacer" }), actions),
     h("div", { class: "job-progress" }, bar, barText),
   ];

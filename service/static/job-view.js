@@ -17,6 +17,7 @@ export function mountJob(root, id) {
   let job = null;
   let parts = null; // once the job is loaded: { summary, details, actions, log }
   let stream = null;
+  const workers = new Map(); // attempt -> the worker that ran it (from the started events)
 
   const heading = jobHeading();
   const view = h(
@@ -36,6 +37,7 @@ export function mountJob(root, id) {
     const log = eventLog({ onFlushed: render });
     parts = { summary, details, actions, log };
     view.append(...summary.els, details.el, log.el);
+    details.renderWorkers(workers);
     render();
   }
 
@@ -53,6 +55,13 @@ export function mountJob(root, id) {
     const dup = parts.log.has(eventId);
     if (dup && type !== "snapshot") return;
     applyEvent(job, type, data); // a snapshot is the current state, whatever we saw before
+    if (type === "started" && data.worker) {
+      workers.set(data.attempt, data.worker);
+      parts.details.renderWorkers(workers);
+    } else if (type === "snapshot" && data.worker && data.attempt && !workers.has(data.attempt)) {
+      workers.set(data.attempt, data.worker);
+      parts.details.renderWorkers(workers);
+    }
     if (!dup) parts.log.push(eventId, type, data);
     parts.log.schedule();
   }
@@ -76,16 +85,19 @@ export function mountJob(root, id) {
     .catch((e) => {
       if (disposed) return;
       clear(view);
+      const missing = e.status === 404;
       view.append(
         crumbs(null),
         h("div", { class: "view-head" }, heading),
         h(
           "p",
           { class: "banner banner-error", role: "alert" },
-          e.status === 404 ? "No such job. Finished jobs expire after the retention period." : `Could not load the job: ${e.message}`,
+          missing ? "No such job. Finished jobs expire after the retention period." : `Could not load the job: ${e.message}`,
         ),
+        // anything but a 404 may pass: offer to try again
+        missing ? null : h("p", null, h("a", { href: `/jobs/${encodeURIComponent(id)}` }, "Try again")),
       );
-      setHeading(heading, "Job not found");
+      setHeading(heading, missing ? "Job not found" : "Job unavailable");
     });
 
   const ticker = setInterval(() => {
@@ -98,7 +110,10 @@ export function mountJob(root, id) {
     dispose() {
       disposed = true;
       clearInterval(ticker);
-      if (parts) parts.log.dispose();
+      if (parts) {
+        parts.log.dispose();
+        parts.actions.dispose();
+      }
       if (stream) stream.stop();
     },
   };

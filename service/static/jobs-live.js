@@ -1,5 +1,7 @@
 // The jobs list's live firehose subscription: each event updates its job's row, adds the rows
-// of new jobs, and fetches the details of jobs first seen on the stream (a few at a time).
+// of new jobs, and fetches the details of jobs first seen on the stream (a few at a time). The
+// same stream brings the deployment's figures (`stats`, about once a second) for the queue cards
+// and the counts per state.
 
 import { api, firehoseUrl } from "./api.js";
 import { matches } from "./jobs-filters.js";
@@ -10,8 +12,9 @@ import { setStreamStatus } from "./stream-badge.js";
 const FETCH_CONCURRENCY = 4;
 const FETCH_BACKLOG = 200;
 
-/** `status` is the stream badge to keep up to date. */
-export function jobsLive({ filters, table, loader, status }) {
+/** `status` is the stream badge to keep up to date; `onStats(stats)` gets each `stats` event,
+ * `onOffline(isOffline)` hears when the stream goes down and comes back. */
+export function jobsLive({ filters, table, loader, status, onStats, onOffline }) {
   let disposed = false;
   let stream = null;
   const inflight = new Map(); // id -> events that arrived while its details were being fetched
@@ -20,6 +23,10 @@ export function jobsLive({ filters, table, loader, status }) {
   let fetching = 0;
 
   function onEvent(type, d) {
+    if (type === "stats") {
+      onStats(d);
+      return;
+    }
     if (type === "snapshot" && !d.job) {
       // the stream could not resume exactly: refetch the list
       loader.reload();
@@ -107,10 +114,11 @@ export function jobsLive({ filters, table, loader, status }) {
     connect() {
       if (stream) stream.stop();
       stream = new LiveStream({
-        url: (lastEventId) => firehoseUrl({ queue: filters.queue, task: filters.task, lastEventId }),
+        url: (lastEventId) => firehoseUrl({ queue: filters.queue, task: filters.task, lastEventId, stats: 1 }),
         onEvent,
         onStatus: (s) => {
           setStreamStatus(status, s);
+          onOffline(s !== "live");
           if (s === "offline" && !loader.loadedOnce) loader.reload();
         },
         onOpen: (first) => {

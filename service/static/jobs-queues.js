@@ -1,10 +1,11 @@
 // The queue cards above the jobs list: per queue, how many jobs are queued, running, scheduled
-// and dead, and how many workers serve it; refreshed every few seconds while the tab is visible.
+// and dead, how many workers serve it, and whether it is paused. The figures come from the
+// firehose's `stats` event (about once a second, computed by the service with the very function
+// behind GET /api/queues), so they agree with the API and are never polled for.
 
-import { api } from "./api.js";
 import { h, setText } from "./dom.js";
 
-const QUEUE_REFRESH_MS = 3000;
+const FIGS = ["queued", "running", "scheduled", "dead", "workers"];
 
 function makeQueueCard(name) {
   const card = {};
@@ -14,10 +15,11 @@ function makeQueueCard(name) {
     return h("li", { class: `fig fig-${key}` }, href ? h("a", { href }, inner) : inner);
   };
   const q = encodeURIComponent(name);
+  card.paused = h("span", { class: "badge badge-paused", hidden: true }, "paused");
   card.li = h(
     "li",
     { class: "queue-card", dataset: { queue: name } },
-    h("h3", null, h("a", { href: `/?queue=${q}`, title: `Show jobs in queue ${name}` }, name)),
+    h("h3", null, h("a", { href: `/?queue=${q}`, title: `Show jobs in queue ${name}` }, name), " ", card.paused),
     h(
       "ul",
       { class: "figs", "aria-label": `queue ${name}` },
@@ -25,20 +27,28 @@ function makeQueueCard(name) {
       fig("running", "running"),
       fig("scheduled", "scheduled"),
       fig("dead", "dead", `/?view=dead&queue=${q}`),
-      fig("workers", "workers"),
+      fig("workers", "workers", "/?view=workers"),
     ),
   );
   return card;
 }
 
+/** Show one queue's figures on its card (shared with the queues page). */
+export function renderQueueFigures(card, q) {
+  for (const k of FIGS) setText(card[k], String(q[k] ?? 0));
+  card.paused.hidden = !q.paused;
+  card.li.dataset.paused = q.paused ? "true" : "false";
+  card.li.classList.toggle("has-dead", (q.dead || 0) > 0);
+  card.li.classList.toggle("no-workers", !q.workers);
+}
+
 /** The queue cards; the one of `filters.queue` is marked selected. `onQueues(names)` gets the
- * sorted queue names after each refresh. */
+ * sorted queue names whenever they change. */
 export function queueCards(filters, { onQueues }) {
-  let disposed = false;
-  let timer = null;
   const cards = new Map();
+  let shownNames = "";
   const list = h("ul", { class: "queue-cards" });
-  const note = h("p", { class: "muted small" });
+  const note = h("p", { class: "muted small" }, "Loading queue figures…");
   const el = h(
     "section",
     { class: "queues", "aria-labelledby": "queues-h" },
@@ -47,59 +57,44 @@ export function queueCards(filters, { onQueues }) {
     note,
   );
 
-  async function refresh() {
-    if (document.hidden) return;
-    let queues;
-    try {
-      queues = await api.queues();
-    } catch (e) {
-      setText(note, `Queue figures unavailable: ${e.message}`);
-      return;
-    }
-    if (disposed) return;
-    setText(note, queues.length ? "" : "No queues yet.");
-    const names = new Set();
-    for (const q of queues) {
-      names.add(q.name);
-      let card = cards.get(q.name);
-      if (!card) {
-        card = makeQueueCard(q.name);
-        cards.set(q.name, card);
-        list.append(card.li);
-      }
-      for (const k of ["queued", "running", "scheduled", "dead", "workers"]) setText(card[k], String(q[k] ?? 0));
-      card.li.classList.toggle("has-dead", (q.dead || 0) > 0);
-      card.li.classList.toggle("no-workers", !q.workers);
-      card.li.classList.toggle("selected", filters.queue === q.name);
-    }
-    for (const [name, card] of cards) {
-      if (!names.has(name)) {
-        card.li.remove();
-        cards.delete(name);
-      }
-    }
-    onQueues([...names].sort());
-  }
-
-  const onVisible = () => {
-    if (!document.hidden) refresh();
-  };
-
   return {
     el,
+    /** The figures of a `stats` event. */
+    update(stats) {
+      const queues = stats.queues || [];
+      el.dataset.statsAt = stats.ts || "";
+      setText(note, queues.length ? "" : "No queues yet.");
+      const names = new Set();
+      for (const q of queues) {
+        names.add(q.name);
+        let card = cards.get(q.name);
+        if (!card) {
+          card = makeQueueCard(q.name);
+          cards.set(q.name, card);
+          list.append(card.li);
+        }
+        renderQueueFigures(card, q);
+        card.li.classList.toggle("selected", filters.queue === q.name);
+      }
+      for (const [name, card] of cards) {
+        if (!names.has(name)) {
+          card.li.remove();
+          cards.delete(name);
+        }
+      }
+      const sorted = [...names].sort();
+      if (sorted.join("\n") !== shownNames) {
+        shownNames = sorted.join("\n");
+        onQueues(sorted);
+      }
+    },
+    /** The stream is down: say the figures may be stale (they stay as they were). */
+    stale(isStale) {
+      el.classList.toggle("stale", isStale);
+    },
     /** Mark the card of the queue now filtered on. */
     markSelected() {
       for (const card of cards.values()) card.li.classList.toggle("selected", card.li.dataset.queue === filters.queue);
-    },
-    start() {
-      refresh();
-      timer = setInterval(refresh, QUEUE_REFRESH_MS);
-      document.addEventListener("visibilitychange", onVisible);
-    },
-    dispose() {
-      disposed = true;
-      clearInterval(timer);
-      document.removeEventListener("visibilitychange", onVisible);
     },
   };
 }

@@ -1,16 +1,18 @@
 // The jobs table: its rows newest first, at most CAP of them, re-rendered at most once a frame.
+// Rows can be selected for a bulk action (`selection`, see jobs-select.js).
 
 import { batcher } from "./batcher.js";
 import { h } from "./dom.js";
-import { makeRow, renderRow, sortKey } from "./jobs-row.js";
+import { makeRow, renderRow, setSelected, sortKey } from "./jobs-row.js";
 
 const CAP = 1000; // rows kept at most; the oldest go first
 
 /**
  * `onChange()` is called after rows are added or removed; `onEvict()` after the oldest row made
- * way for a newer one (the table no longer holds everything up to its oldest row).
+ * way for a newer one (the table no longer holds everything up to its oldest row). `selection`
+ * keeps which rows are ticked (its `headBox` goes in the header).
  */
-export function jobsTable({ onChange, onEvict }) {
+export function jobsTable({ onChange, onEvict, selection }) {
   const rows = new Map(); // id -> { job, tr, parts }
   const dirty = new Set();
   const tbody = h("tbody");
@@ -24,11 +26,13 @@ export function jobsTable({ onChange, onEvict }) {
       h(
         "tr",
         null,
-        h("th", { scope: "col" }, "Task"),
+        h("th", { scope: "col", class: "c-select" }, selection.headBox),
+        h("th", { scope: "col" }, "Task and id"),
         h("th", { scope: "col" }, "Queue"),
         h("th", { scope: "col" }, "State"),
         h("th", { scope: "col" }, "Attempt"),
         h("th", { scope: "col" }, "Age"),
+        h("th", { scope: "col" }, "Runtime"),
         h("th", { scope: "col", class: "c-progress" }, "Progress"),
       ),
     ),
@@ -48,8 +52,10 @@ export function jobsTable({ onChange, onEvict }) {
     if (row.tr.parentNode !== tbody || row.tr.nextSibling !== before) tbody.insertBefore(row.tr, before);
   }
 
+  const rowOptions = (id) => ({ selected: selection.has(id), onSelect: (jid, on) => selection.set(jid, on) });
+
   function add(job) {
-    const row = makeRow(job);
+    const row = makeRow(job, rowOptions(job.id));
     rows.set(job.id, row);
     place(row);
     while (rows.size > CAP) {
@@ -68,6 +74,7 @@ export function jobsTable({ onChange, onEvict }) {
     row.tr.remove();
     rows.delete(id);
     dirty.delete(id);
+    selection.forget(id);
     onChange();
   }
 
@@ -85,6 +92,13 @@ export function jobsTable({ onChange, onEvict }) {
     has: (id) => rows.has(id),
     get size() {
       return rows.size;
+    },
+    /** Every row shown, in no particular order. */
+    rows: () => rows.values(),
+    /** Tick or untick a row's box (the selection changed). */
+    showSelected(id, on) {
+      const row = rows.get(id);
+      if (row) setSelected(row, on);
     },
     add,
     remove,
@@ -115,7 +129,7 @@ export function jobsTable({ onChange, onEvict }) {
           row.job = job;
           renderRow(row);
         } else {
-          rows.set(job.id, makeRow(job));
+          rows.set(job.id, makeRow(job, rowOptions(job.id)));
         }
       }
       for (const id of [...rows.keys()]) if (!keep.has(id)) remove(id);

@@ -1,11 +1,15 @@
-// The jobs list at "/": recent jobs newest first, driven live by one EventSource on the firehose.
-// This module lays the parts out and wires them together; each part is its own module.
+// The jobs list at "/": recent jobs newest first, driven live by one EventSource on the firehose,
+// which also brings the queue figures and the counts per state. Find a job by its id or the first
+// characters of it, filter, select rows and cancel or retry them at once. This module lays the
+// parts out and wires them together; each part is its own module.
 
 import { h } from "./dom.js";
+import { stateCounts } from "./jobs-counts.js";
 import { filtersBar, filtersUrl, readFilters } from "./jobs-filters.js";
 import { jobsLive } from "./jobs-live.js";
 import { jobsLoader } from "./jobs-loader.js";
 import { queueCards } from "./jobs-queues.js";
+import { jobSelection } from "./jobs-select.js";
 import { jobsTable } from "./jobs-table.js";
 import { streamBadge } from "./stream-badge.js";
 
@@ -17,9 +21,19 @@ export function mountJobs(root, params, nav) {
   // the parts call each other through these (all set before anything runs)
   let loader = null;
   let live = null;
-  const table = jobsTable({
-    onChange: () => loader.updateEmpty(),
+  let table = null;
+  let lastStats = null;
+  const selection = jobSelection({
+    rows: () => (table ? table.rows() : []),
+    show: (id, on) => table && table.showSelected(id, on),
+  });
+  table = jobsTable({
+    onChange: () => {
+      loader.updateEmpty();
+      selection.sync();
+    },
     onEvict: () => loader.noteEvicted(),
+    selection,
   });
   loader = jobsLoader({
     filters,
@@ -27,17 +41,31 @@ export function mountJobs(root, params, nav) {
     apply: (type, data) => live.apply(type, data),
     onWindowChange: () => live.forgetIgnored(),
   });
-  live = jobsLive({ filters, table, loader, status });
   const bar = filtersBar(filters, {
     onChange(streamChanged) {
       nav.replace(filtersUrl(filters));
       queues.markSelected();
+      if (lastStats) counts.update(lastStats);
+      else counts.mark();
       loader.forgetCursor();
       if (streamChanged) live.connect();
       else loader.reload();
     },
   });
   const queues = queueCards(filters, { onQueues: (names) => bar.setQueues(names) });
+  const counts = stateCounts(filters, { onPick: (state) => bar.setState(state) });
+  live = jobsLive({
+    filters,
+    table,
+    loader,
+    status,
+    onStats(stats) {
+      lastStats = stats;
+      queues.update(stats);
+      counts.update(stats);
+    },
+    onOffline: (offline) => queues.stale(offline),
+  });
 
   root.append(
     h(
@@ -53,7 +81,9 @@ export function mountJobs(root, params, nav) {
       ),
       queues.el,
       bar.el,
+      counts.el,
       loader.errorBox,
+      selection.bar,
       table.el,
       loader.empty,
       loader.moreBox,
@@ -62,7 +92,6 @@ export function mountJobs(root, params, nav) {
 
   bar.start();
   live.connect();
-  queues.start();
 
   return {
     title: "Jobs",
@@ -72,7 +101,6 @@ export function mountJobs(root, params, nav) {
       loader.dispose();
       live.dispose();
       table.dispose();
-      queues.dispose();
     },
   };
 }

@@ -5,8 +5,11 @@ import { clear, h, setText } from "./dom.js";
 import { showError } from "./submit-errors.js";
 
 /** The task field of form number `n`; `onChange()` when another task is picked. */
+const NO_TASKS = "No tasks are registered with the service. Workers register theirs when they start.";
+
 export function taskPicker(n, { onChange }) {
   let tasks = [];
+  let loaded = false;
   const taskSel = h("select", { id: `task-${n}`, name: "task", "aria-describedby": `task-${n}-err task-${n}-doc` });
   let input = taskSel; // the <select>, or a text input when the task list is unavailable
   const taskErr = h("p", { class: "field-error", id: `task-${n}-err`, hidden: true });
@@ -39,16 +42,19 @@ export function taskPicker(n, { onChange }) {
             ? `${task.workers} worker process${task.workers === 1 ? "" : "es"} run${task.workers === 1 ? "s" : ""} this task.`
             : "No worker runs this task right now: jobs wait in the queue until one starts.",
         );
+      } else if (loaded && !tasks.length) {
+        info.push(NO_TASKS); // the fields are rebuilt after the list comes: keep saying so
       }
       setText(taskDoc, info.join(" "));
     },
     /** The registered tasks; `want` is picked when it is one of them. */
     setTasks(list, want) {
       tasks = list;
+      loaded = true;
       clear(taskSel);
       for (const t of tasks) taskSel.append(h("option", { value: t.name }, t.name));
       if (want && tasks.some((t) => t.name === want)) taskSel.value = want;
-      if (!tasks.length) setText(taskDoc, "No tasks are registered with the service.");
+      if (!tasks.length) setText(taskDoc, NO_TASKS);
     },
     /** The task list could not be had (error `e`): a free task name instead, `name` to start. */
     unavailable(e, name) {

@@ -63,14 +63,14 @@ for i = 0, n - 1 do
       redis.call('ZADD', skey, due, id)
       redis.call('ZADD', DUE, 'LT', due, j.q)
       emit(j, '["r",' .. attempt .. ',' .. body .. ',' .. due .. ']')
-      count('ret|' .. j.q .. '|' .. j.t)
+      count('ret', j)
       observe('r', j, run_ms, TREND)
     else
       set_state(j, 'failed')
       put(j, 'err', body, 'f', NOW, 'e', '')
       emit(j, '["f",' .. attempt .. ',' .. body .. ']')
       redis.call('ZADD', dkey, NOW, id)
-      count('dl|' .. j.q .. '|' .. j.t)
+      count('dl', j)
       outcome(j, 'failed', TREND)
       observe('r', j, run_ms, TREND)
       retain(j)
@@ -79,5 +79,5 @@ for i = 0, n - 1 do
   end
   save(j)
 end
-save_counter()
+commit()
 return reply(out)

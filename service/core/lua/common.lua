@@ -7,6 +7,7 @@
 
 local GROUP = '{{GROUP}}'
 local ALLOWED = {{TRANSITIONS}}
+local TERMINAL = {{TERMINAL}}
 local BUCKETS = {{BUCKETS}}
 
 local T = redis.call('TIME')

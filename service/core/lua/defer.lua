@@ -21,5 +21,5 @@ if j.df ~= '1' then
   emit(j, '["q",' .. j.a .. ',' .. cjson.encode(msg) .. ']')
 end
 save(j)
-save_counter()
+commit()
 return 'deferred'

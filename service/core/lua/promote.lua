@@ -32,5 +32,5 @@ if #nxt > 0 then
 else
   redis.call('ZREM', DUE, queue)
 end
-save_counter()
+commit()
 return moved

@@ -5,7 +5,11 @@
 local JKEY, QKEY, DKEY = KEYS[3], KEYS[4], KEYS[5]
 local id, rid = ARGV[4], ARGV[5]
 local j = job(JKEY, id, {'rx'})
-if not j.s then return reply({'missing', ''}) end
+if not j.s then
+  -- expired: a dead-letter entry left behind must not be offered again
+  redis.call('ZREM', DKEY, id)
+  return reply({'missing', ''})
+end
 if j.s ~= 'failed' and j.s ~= 'cancelled' then
   if j.rx == rid then return reply({'done', j.s}) end
   return reply({'conflict', j.s})
@@ -16,6 +20,7 @@ set_state(j, 'queued')
 put(j, 'a', 0, 'e', redis.call('XADD', QKEY, '*', 'j', id, 't', j.t), 'rx', rid,
   'err', '', 'res', '', 'f', '', 'x', '', 'pc', '', 'pt', '', 'pm', '')
 emit(j, '["q",0]')
+count('rq', j)
 save(j)
-save_counter()
+commit()
 return reply({'done', j.s})

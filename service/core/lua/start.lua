@@ -16,7 +16,7 @@ for i = 0, n - 1 do
   if not owns(qkey, entry, consumer) then
     out[#out + 1] = {id, 'notmine'}
   else
-    local j = job(jkey, id, {'e', 'a', 'm', 'p', 'to', 'r', 'w', 'tp'})
+    local j = job(jkey, id, {'e', 'a', 'm', 'p', 'to', 'r', 'w', 'tp', 'st'})
     if (not j.s) or j.e ~= entry or (j.s ~= 'queued' and j.s ~= 'running') then
       drop_entry(qkey, entry)
       out[#out + 1] = {id, 'skip'}
@@ -31,20 +31,22 @@ for i = 0, n - 1 do
         -- taken over after its lease ran out: the previous attempt's worker is gone
         local err = '{"type":"WorkerLost","message":"worker lost during attempt ' .. attempt ..
           ' (lease expired)"}'
+        -- the lost attempt ended now, as far as anyone can tell: it is one run observation
+        observe('r', j, math.max(0, NOW - tonumber(j.st or NOW)), TREND)
         if attempt >= max_attempts then
           drop_entry(qkey, entry)
           set_state(j, 'failed')
           put(j, 'err', err, 'f', NOW, 'e', '', 'w', '')
           emit(j, '["f",' .. attempt .. ',' .. err .. ']')
           redis.call('ZADD', dkey, NOW, id)
-          count('dl|' .. j.q .. '|' .. j.t)
+          count('dl', j)
           outcome(j, 'failed', TREND)
           retain(j)
           verdict = 'dead'
         else
           put(j, 'err', err)
           emit(j, '["r",' .. attempt .. ',' .. err .. ']')
-          count('ret|' .. j.q .. '|' .. j.t)
+          count('ret', j)
         end
       else
         observe('w', j, math.max(0, NOW - stream_ms(entry)), TREND)
@@ -63,5 +65,5 @@ for i = 0, n - 1 do
     save(j)
   end
 end
-save_counter()
+commit()
 return reply(out)

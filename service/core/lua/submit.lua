@@ -37,9 +37,9 @@ for i = 0, n - 1 do
     end
     save(j)
     redis.call('XADD', IDX, '*', 'j', id)
-    count('sub|' .. queue .. '|' .. task)
+    count('sub', j)
     out[#out + 1] = {1, j.s, NOW, 0}
   end
 end
-save_counter()
+commit()
 return reply(out)
