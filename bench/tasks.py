@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -85,3 +86,56 @@ async def chaos_work(ctx: Context, p: ChaosArgs) -> int:
     if not p.steps:
         await asyncio.sleep(p.ms / 1000)
     return ctx.attempt
+
+
+class TickArgs(msgspec.Struct):
+    steps: int = 10
+    every_s: float = 1.0
+    gate: str = "latbench:go"  # a Redis key (outside Tidings' keys): the start time, epoch s
+    hold_s: float = 0.0  # stay running this long after the last report
+
+
+_gate: asyncio.Future[float] | None = None
+_gate_poller: asyncio.Task[None] | None = None  # held: a task nobody references may be collected
+
+
+async def _poll_gate(key: str, fut: asyncio.Future[float]) -> None:
+    import os
+
+    import redis.asyncio
+
+    r = redis.asyncio.Redis.from_url(os.environ["TIDINGS_REDIS_URL"])
+    try:
+        while True:
+            try:
+                v = await r.get(key)
+            except Exception:
+                v = None
+            if v is not None:
+                fut.set_result(float(v))
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await r.aclose()
+
+
+@task("bench.tick")
+async def tick(ctx: Context, p: TickArgs) -> int:
+    """bench/progress_latency.py: waits for the start time (one GET poller per worker process,
+    shared by every job), then after a random phase in [0, every_s) reports progress once per
+    `every_s` for `steps` steps, the message carrying time.time() at the call."""
+    global _gate, _gate_poller
+    if _gate is None:
+        loop = asyncio.get_running_loop()
+        _gate = loop.create_future()
+        _gate_poller = loop.create_task(_poll_gate(p.gate, _gate))
+    start = await asyncio.wait_for(asyncio.shield(_gate), 3600)
+    t0 = start + random.random() * p.every_s
+    for k in range(1, p.steps + 1):
+        delay = t0 + (k - 1) * p.every_s - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ctx.progress(k, total=p.steps, message=f"{time.time():.6f}")
+    if p.hold_s:
+        await asyncio.sleep(p.hold_s)
+    return p.steps

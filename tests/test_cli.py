@@ -164,14 +164,10 @@ async def test_off_a_terminal_lines_json_tables_and_exit_codes(
     lines = out.splitlines()
     job_id = lines[0]
     assert re.fullmatch(r"[0-9a-z]{26}", job_id), out
-    assert [line.split()[1] for line in lines[1:]] == [
-        "queued",
-        "started",
-        "progress",
-        "progress",
-        "progress",
-        "succeeded",
-    ]
+    types = [line.split()[1] for line in lines[1:]]
+    # progress reports closer than worker.progress_interval_s may be coalesced (newest wins)
+    assert types[:2] == ["queued", "started"] and types[-1] == "succeeded"
+    assert 1 <= types.count("progress") <= 3 and len(types) == types.count("progress") + 3
     assert "3/3 (100%) step 3" in lines[-2] and '{"n":3,"attempt":1}' in lines[-1]
 
     # --json: each line is an event's data, as the SSE stream carries it
