@@ -86,6 +86,7 @@ class Producer:
         owns_client: bool = False,
         hub_client: Any = None,
         fast_client: Any = None,
+        hub_reader: Callable[[], Any] | None = None,
     ) -> None:
         # an asyncio client (single, cluster or sentinel) with decode_responses=False; the hot
         # calls (scripts, reading a job) go through `fast` (the same client unless given)
@@ -110,6 +111,7 @@ class Producer:
         self._batch = _Batcher(self)
         self._owns_client = owns_client
         self._hub_client = hub_client
+        self._hub_reader = hub_reader
         self._hub: Hub | None = None
 
     @classmethod
@@ -144,6 +146,7 @@ class Producer:
             owns_client=True,
             hub_client=hub_r,
             fast_client=fast,
+            hub_reader=connect.fast_reader(rc, url, connect.BLOCK_MS),
         )
 
     async def __aenter__(self) -> Self:
@@ -170,7 +173,7 @@ class Producer:
         """This producer's firehose reader (started on first use): blocking reads on clients
         of their own, so they never hold up submits."""
         if self._hub is None:
-            self._hub = Hub(self._hub_client or self.redis, self.keys)
+            self._hub = Hub(self._hub_client or self.redis, self.keys, reader=self._hub_reader)
         return self._hub
 
     # -- submit ---------------------------------------------------------------------------
@@ -399,26 +402,26 @@ class _Batcher:
     def __init__(self, producer: Producer) -> None:
         self._p = producer
         self._pending: dict[int, list[tuple[NewJob, asyncio.Future[SubmitRow]]]] = {}
-        self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()  # held: a task nobody holds can vanish
 
     async def submit(self, new: NewJob) -> SubmitRow:
         fut: asyncio.Future[SubmitRow] = asyncio.get_running_loop().create_future()
         k = self._p.keys.partition(new.id)
-        self._pending.setdefault(k, []).append((new, fut))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        items = self._pending.get(k)
+        if items is None or len(items) >= BATCH:
+            # the first of this turn: its call starts in the next turn, with whatever joined
+            # by then (a task, not this request: a client that goes away cancels nobody else)
+            items = self._pending[k] = []
+            t = asyncio.ensure_future(self._turn(k, items))
+            self._sending.add(t)
+            t.add_done_callback(self._sending.discard)
+        items.append((new, fut))
         return await fut
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        pending, self._pending = self._pending, {}
-        for k, items in pending.items():
-            for i in range(0, len(items), BATCH):
-                t = asyncio.ensure_future(self._send(k, items[i : i + BATCH]))
-                self._sending.add(t)
-                t.add_done_callback(self._sending.discard)
+    async def _turn(self, k: int, items: list[tuple[NewJob, asyncio.Future[SubmitRow]]]) -> None:
+        if self._pending.get(k) is items:
+            del self._pending[k]
+        await self._send(k, items)
 
     async def _send(self, k: int, items: list[tuple[NewJob, asyncio.Future[SubmitRow]]]) -> None:
         try:

@@ -106,8 +106,11 @@ class Fetcher:
         start: Callable[[int, list[Fetched]], Awaitable[int]],
         ensure_groups: Callable[[], Awaitable[None]],
         stop: asyncio.Event,
+        reader: Callable[[], Any] | None = None,
     ) -> None:
         self.r = r
+        self.reader = reader  # makes this reader's own lean connection (single server)
+        self.own: Any = None
         self.keys = keys
         self.k = k
         self.consumer = consumer
@@ -124,6 +127,14 @@ class Fetcher:
         self.held = 0  # slots reserved by this reader and not yet taken by a started job
 
     async def run(self) -> None:
+        self.own = self.reader() if self.reader is not None else None
+        try:
+            await self._loop()
+        finally:
+            if self.own is not None:
+                self.own.abort()
+
+    async def _loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
         while not self.stop.is_set():
             self.held = await self.slots.take(self.stop, self.reclaim_every)
@@ -183,14 +194,18 @@ class Fetcher:
         if not active:
             await asyncio.sleep(self.block_ms / 1000)
             return
-        resp = await connect.xreadgroup(
-            self.r,
-            GROUP,
-            self.consumer,
-            {self.keys.queue(self.k, q): ">" for q in active},
-            count=self.held,
-            block=self.block_ms,
-        )
+        streams = {self.keys.queue(self.k, q): ">" for q in active}
+        if self.own is not None:
+            resp = connect.stream_entries(
+                await self.own.execute_command(
+                    "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.held,
+                    "BLOCK", self.block_ms, "STREAMS", *streams, *streams.values(),
+                )
+            )  # fmt: skip
+        else:
+            resp = await connect.xreadgroup(
+                self.r, GROUP, self.consumer, streams, count=self.held, block=self.block_ms
+            )
         if resp:
             names = {self.keys.queue(self.k, q).encode(): q for q in active}
             fetched = [

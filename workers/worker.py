@@ -77,6 +77,8 @@ class Worker:
         self.r: Any = connect.connect(cfg.redis, url, max_connections=parts + 12)
         # the hot calls (start, the writer's batches, defer) on the lean pipelining client
         self.fast: Any = connect.connect_fast(cfg.redis, url, self.r)
+        # each partition's blocking XREADGROUP on a lean connection of its own (single server)
+        self.reader = connect.fast_reader(cfg.redis, url, connect.BLOCK_MS)
         self.durability = Durability(self.fast, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
         self.slots = Slots(self.concurrency, parts)
         self._stopping = asyncio.Event()
@@ -167,6 +169,7 @@ class Worker:
                 start=self._start,
                 ensure_groups=self._ensure_groups,
                 stop=stop,
+                reader=self.reader,
             )
             for k in range(self.keys.partitions)
         ]

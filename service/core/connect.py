@@ -11,6 +11,7 @@ Options that matter for correctness:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -205,3 +206,32 @@ def connect_fast(cfg: RedisConfig, url: str, shared: Any) -> Any:
     from service.core.resp import FastRedis
 
     return FastRedis(url, socket_timeout=cfg.socket_timeout_s)
+
+
+def fast_reader(cfg: RedisConfig, url: str, block_ms: int) -> Callable[[], Any] | None:
+    """For blocking reads (the hub's XREAD, one per partition): a factory of lean connections
+    of their own on a single server, whose timeout outlasts the block; None with a cluster or
+    Sentinel (their redis-py clients route and fail over)."""
+    if cfg.cluster or cfg.sentinels:
+        return None
+    from service.core.resp import FastRedis
+
+    timeout = max(cfg.socket_timeout_s, block_ms / 1000 + 2.5)
+    return lambda: FastRedis(url, socket_timeout=timeout)
+
+
+def stream_entries(raw: Any) -> Any:
+    """A raw XREAD / XREADGROUP reply ([[stream, [[id, [field, value, ...]], ...]]] or None)
+    in redis-py's shape ([[stream, [(id, {field: value})]]])."""
+    if not raw:
+        return raw
+    return [
+        [
+            stream,
+            [
+                (eid, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
+                for eid, flat in rows
+            ],
+        ]
+        for stream, rows in raw
+    ]

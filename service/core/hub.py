@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -118,8 +119,19 @@ class _Cursor:
 
 
 class Hub:
-    def __init__(self, r: Any, keys: Keys, *, block_ms: int = 2000, count: int = 1000) -> None:
+    def __init__(
+        self,
+        r: Any,
+        keys: Keys,
+        *,
+        block_ms: int = connect.BLOCK_MS,
+        count: int = 1000,
+        reader: Callable[[], Any] | None = None,
+    ) -> None:
         self._r = r
+        # each partition's blocking read on a lean connection of its own (single server), else
+        # on `r`'s pool (cluster, Sentinel)
+        self._reader = reader
         self._keys = keys
         self._block_ms = block_ms
         self._count = count
@@ -192,6 +204,14 @@ class Hub:
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2.0)
 
     async def _run(self, k: int) -> None:
+        own = self._reader() if self._reader is not None else None
+        try:
+            await self._follow(k, own)
+        finally:
+            if own is not None:
+                own.abort()
+
+    async def _follow(self, k: int, own: Any) -> None:
         name = self._keys.fire(k)
         backoff = Backoff(0.1, 5.0)
         broken = False
@@ -201,9 +221,17 @@ class Hub:
                     await self._check_rewound(k)
                     broken = False
                 cur = self._cursors[k]
-                resp = await connect.xread(
-                    self._r, {name: cur.id}, count=self._count, block=self._block_ms
-                )
+                if own is not None:
+                    resp = connect.stream_entries(
+                        await own.execute_command(
+                            "XREAD", "COUNT", self._count, "BLOCK", self._block_ms,
+                            "STREAMS", name, cur.id,
+                        )
+                    )  # fmt: skip
+                else:
+                    resp = await connect.xread(
+                        self._r, {name: cur.id}, count=self._count, block=self._block_ms
+                    )
                 backoff.reset()
             except asyncio.CancelledError:
                 raise

@@ -64,6 +64,13 @@ class _Protocol(asyncio.Protocol):
 
 
 def _pack(args: tuple[Any, ...]) -> bytes:
+    try:
+        return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    except TypeError:  # a value hiredis does not pack: the plain way below
+        return _pack_py(args)
+
+
+def _pack_py(args: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         if isinstance(a, bytes):
@@ -151,6 +158,8 @@ class FastRedis:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if not self._out:
+            return
         proto = self._proto
         out, futs = self._out, self._out_futs
         self._out, self._out_futs = [], []
@@ -167,14 +176,19 @@ class FastRedis:
 
     async def execute_command(self, *args: Any) -> Any:
         proto = self._proto if self._proto is not None else await self._ready()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._out.append(_pack(args))
         self._out_futs.append(fut)
         if not self._flush_scheduled:
+            # the first command of this loop turn goes out now (a lone call waits no extra
+            # turn); those that follow in the same turn are gathered and written after it
+            self._flush()
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         try:
-            return await asyncio.wait_for(fut, self._timeout)
+            async with asyncio.timeout(self._timeout):  # a timer, not a task as wait_for makes
+                return await fut
         except TimeoutError as e:
             # the reply may still come, after others: this connection can no longer be trusted
             if proto.transport is not None:
@@ -204,6 +218,13 @@ class FastRedis:
 
     async def ping(self) -> bool:
         return bool(await self.execute_command("PING"))
+
+    def abort(self) -> None:
+        """Close at once, without waiting (what is in flight fails)."""
+        self._closed = True
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
 
     async def aclose(self) -> None:
         self._closed = True
