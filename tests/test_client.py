@@ -302,8 +302,13 @@ async def test_sync_client(redis_url: str, stack_factory: Callable[..., Stack]) 
             assert c.wait(failing.id, timeout=10).state == "failed"
             assert failing.id in [j.id for j in c.dead("default")]
             assert {q.name: q for q in c.queues()}["default"].dead >= 1
+            first = list(c.watch(failing.id))
+            assert first[-1].type == "failed"
             again = c.retry(failing.id)
-            assert again.id == failing.id and again.state != "failed"  # queued again
+            assert again.id == failing.id  # (a worker may already have failed it again)
+            # queued again, then run and failed once more: after the first failure's id
+            later = [e.type for e in c.watch(failing.id, last_event_id=first[-1].id)]
+            assert later[0] == "queued" and later[-1] == "failed" and "started" in later
             assert len(c.submit_many([("t.noop", {}), ("t.noop", {})])) == 2
             with pytest.raises(NotFound):
                 c.get(NO_JOB)

@@ -132,7 +132,7 @@ class Fetcher:
             await self._loop()
         finally:
             if self.own is not None:
-                self.own.abort()
+                await self.own.aclose()
 
     async def _loop(self) -> None:
         backoff = Backoff(0.1, 5.0)

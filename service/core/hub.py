@@ -209,7 +209,7 @@ class Hub:
             await self._follow(k, own)
         finally:
             if own is not None:
-                own.abort()
+                await own.aclose()
 
     async def _follow(self, k: int, own: Any) -> None:
         name = self._keys.fire(k)

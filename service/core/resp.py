@@ -110,9 +110,10 @@ class FastRedis:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        transport: Any = None  # asyncio's or uvloop's (not a subclass)
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, proto = await loop.create_connection(
+                transport, proto = await loop.create_connection(
                     lambda: _Protocol(self), self._host, self._port, ssl=self._ssl
                 )
                 hello: list[tuple[Any, ...]] = []
@@ -130,9 +131,15 @@ class FastRedis:
                     proto.transport.write(b"".join(_pack(c) for c in hello))
                     await asyncio.gather(*futs)
         except (OSError, TimeoutError) as e:
+            if transport is not None:
+                transport.abort()
             raise redis.exceptions.ConnectionError(
                 f"cannot connect to {self._host}:{self._port}: {e}"
             ) from e
+        except BaseException:
+            if transport is not None:  # cancelled (closed) half-way: no socket left behind
+                transport.abort()
+            raise
         return proto
 
     async def _ready(self) -> _Protocol:
@@ -141,12 +148,23 @@ class FastRedis:
         if self._proto is not None:
             return self._proto
         if self._connecting is None:
+            # the connection is adopted when made, even if the caller that asked for it has
+            # been cancelled meanwhile (else nobody would close it)
             self._connecting = asyncio.ensure_future(self._connect())
-        try:
-            self._proto = await asyncio.shield(self._connecting)
-        finally:
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, t: asyncio.Task[_Protocol]) -> None:
+        if self._connecting is t:
             self._connecting = None
-        return self._proto
+        if t.cancelled() or t.exception() is not None:
+            return
+        proto = t.result()
+        if self._closed:
+            if proto.transport is not None:
+                proto.transport.abort()
+        else:
+            self._proto = proto
 
     def _gone(self, proto: _Protocol, exc: Exception) -> None:
         if self._proto is proto:
@@ -219,15 +237,13 @@ class FastRedis:
     async def ping(self) -> bool:
         return bool(await self.execute_command("PING"))
 
-    def abort(self) -> None:
-        """Close at once, without waiting (what is in flight fails)."""
-        self._closed = True
-        proto, self._proto = self._proto, None
-        if proto is not None and proto.transport is not None:
-            proto.transport.abort()
-
     async def aclose(self) -> None:
         self._closed = True
+        connecting = self._connecting
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.wait([connecting], timeout=1.0)
+            await asyncio.sleep(0)  # the aborted socket closes in the next loop turn
         proto = self._proto
         self._proto = None
         if proto is not None and proto.transport is not None:
