@@ -613,3 +613,43 @@ async def test_watch_tokens_parse_strictly(
         assert int(bad.strip(), 16) == int(exp, 16)  # the same number to a lenient parser
         async with c.get(path, params={"token": f"{bad}.{mac}"}) as r:
             assert r.status == 403, (bad, r.status)
+
+
+async def test_lean_client_first_calls_all_get_the_new_connection(redis_url: str) -> None:
+    """Calls made while the lean client connects, one per loop turn: one of them comes in the
+    turn the connection is made, before its callback ran (it was failed "connection lost",
+    a 503 for the first SSE requests after a start)."""
+    from service.core.resp import FastRedis
+
+    for _ in range(10):
+        r = FastRedis(redis_url)
+        calls: list[asyncio.Future[Any]] = []
+        for _turn in range(300):
+            calls.append(asyncio.ensure_future(r.execute_command("PING")))
+            await asyncio.sleep(0)
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        await r.aclose()
+        assert replies == [b"PONG"] * len(calls)
+
+
+async def test_lean_client_closed_while_connecting_leaves_no_socket(redis_url: str) -> None:
+    """A caller cancelled while the connection is being made, then the client closed: the
+    connection made meanwhile is closed too (it was left open, a ResourceWarning later)."""
+    import redis.asyncio as aioredis
+
+    from service.core.resp import FastRedis
+
+    probe = aioredis.Redis.from_url(redis_url)
+    before = (await probe.info("clients"))["connected_clients"]
+    r = FastRedis(redis_url)
+    call = asyncio.ensure_future(r.execute_command("PING"))
+    await asyncio.sleep(0)
+    call.cancel()
+    await asyncio.sleep(0.2)  # the connection is made meanwhile
+    await r.aclose()
+
+    async def none_left() -> bool:
+        return (await probe.info("clients"))["connected_clients"] <= before
+
+    await eventually(none_left, timeout=5)
+    await probe.aclose()

@@ -152,7 +152,10 @@ class FastRedis:
             # been cancelled meanwhile (else nobody would close it)
             self._connecting = asyncio.ensure_future(self._connect())
             self._connecting.add_done_callback(self._connected)
-        return await asyncio.shield(self._connecting)
+        proto = await asyncio.shield(self._connecting)
+        if self._proto is None and not self._closed:
+            self._proto = proto  # already done: its callback may not have run yet
+        return proto
 
     def _connected(self, t: asyncio.Task[_Protocol]) -> None:
         if self._connecting is t:
