@@ -649,7 +649,7 @@ async def test_lean_client_closed_while_connecting_leaves_no_socket(redis_url: s
     await r.aclose()
 
     async def none_left() -> bool:
-        return (await probe.info("clients"))["connected_clients"] <= before
+        return bool((await probe.info("clients"))["connected_clients"] <= before)
 
     await eventually(none_left, timeout=5)
     await probe.aclose()
