@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/progress_rate.py
 	$(BIN)/python bench/sse_fanout.py
+	$(BIN)/python bench/progress_latency.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/cluster.py
 
