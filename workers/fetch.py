@@ -177,15 +177,18 @@ class Fetcher:
             for q in active:
                 if self.held <= 0:
                     break
-                res = await self.r.xautoclaim(
-                    self.keys.queue(self.k, q),
-                    GROUP,
-                    self.consumer,
-                    self.lease_ms,
-                    "0-0",
-                    count=self.held,
-                )
-                entries = res[1] if len(res) > 1 else []
+                key = self.keys.queue(self.k, q)
+                if self.own is not None:  # this reader's own connection is idle between reads
+                    raw = await self.own.execute_command(
+                        "XAUTOCLAIM", key, GROUP, self.consumer, self.lease_ms, "0-0",
+                        "COUNT", self.held,
+                    )  # fmt: skip
+                    entries = connect.stream_entries([[key, raw[1]]])[0][1] if raw[1] else []
+                else:
+                    res = await self.r.xautoclaim(
+                        key, GROUP, self.consumer, self.lease_ms, "0-0", count=self.held
+                    )
+                    entries = res[1] if len(res) > 1 else []
                 if entries:
                     log.info("worker.reclaimed", queue=q, partition=self.k, count=len(entries))
                     await self._started([(q, eid.decode(), f) for eid, f in entries])
