@@ -283,8 +283,12 @@ async def test_console_exporter_prints_one_trace_across_processes(
         ]
 
     async def printed() -> bool:
-        names = {x["name"] for x in spans_of("service") + spans_of("workers-0")}
-        return {"POST /api/jobs", "run t.fail", "SSE /api/jobs/{id}/events"} <= names
+        # a span is printed when it ends: the second attempt's may end after the stream saw
+        # the job succeed (the finish is written first)
+        spans = spans_of("service") + spans_of("workers-0")
+        names = {x["name"] for x in spans}
+        runs = [x for x in spans if x["name"] == "run t.fail"]
+        return {"POST /api/jobs", "SSE /api/jobs/{id}/events"} <= names and len(runs) >= 2
 
     await eventually(printed, timeout=20, what="spans printed by the service and the worker")
     (post,) = [x for x in spans_of("service") if x["name"] == "POST /api/jobs"]
