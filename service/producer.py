@@ -146,7 +146,7 @@ class Producer:
             owns_client=True,
             hub_client=hub_r,
             fast_client=fast,
-            hub_reader=connect.fast_reader(rc, url, connect.BLOCK_MS),
+            hub_reader=connect.fast_reader(rc, url),
         )
 
     async def __aenter__(self) -> Self:

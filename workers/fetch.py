@@ -110,7 +110,7 @@ class Fetcher:
     ) -> None:
         self.r = r
         self.reader = reader  # makes this reader's own lean connection (single server)
-        self.own: Any = None
+        self.conn: Any = r  # what it reads with: that connection, else the shared client
         self.keys = keys
         self.k = k
         self.consumer = consumer
@@ -127,12 +127,9 @@ class Fetcher:
         self.held = 0  # slots reserved by this reader and not yet taken by a started job
 
     async def run(self) -> None:
-        self.own = self.reader() if self.reader is not None else None
-        try:
+        async with connect.own_connection(self.reader) as own:
+            self.conn = own or self.r
             await self._loop()
-        finally:
-            if self.own is not None:
-                await self.own.aclose()
 
     async def _loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
@@ -177,18 +174,15 @@ class Fetcher:
             for q in active:
                 if self.held <= 0:
                     break
-                key = self.keys.queue(self.k, q)
-                if self.own is not None:  # this reader's own connection is idle between reads
-                    raw = await self.own.execute_command(
-                        "XAUTOCLAIM", key, GROUP, self.consumer, self.lease_ms, "0-0",
-                        "COUNT", self.held,
-                    )  # fmt: skip
-                    entries = connect.stream_entries([[key, raw[1]]])[0][1] if raw[1] else []
-                else:
-                    res = await self.r.xautoclaim(
-                        key, GROUP, self.consumer, self.lease_ms, "0-0", count=self.held
-                    )
-                    entries = res[1] if len(res) > 1 else []
+                # on the reader's own connection too: it is idle between reads
+                entries = await connect.xautoclaim(
+                    self.conn,
+                    self.keys.queue(self.k, q),
+                    GROUP,
+                    self.consumer,
+                    self.lease_ms,
+                    self.held,
+                )
                 if entries:
                     log.info("worker.reclaimed", queue=q, partition=self.k, count=len(entries))
                     await self._started([(q, eid.decode(), f) for eid, f in entries])
@@ -197,18 +191,14 @@ class Fetcher:
         if not active:
             await asyncio.sleep(self.block_ms / 1000)
             return
-        streams = {self.keys.queue(self.k, q): ">" for q in active}
-        if self.own is not None:
-            resp = connect.stream_entries(
-                await self.own.execute_command(
-                    "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.held,
-                    "BLOCK", self.block_ms, "STREAMS", *streams, *streams.values(),
-                )
-            )  # fmt: skip
-        else:
-            resp = await connect.xreadgroup(
-                self.r, GROUP, self.consumer, streams, count=self.held, block=self.block_ms
-            )
+        resp = await connect.xreadgroup(
+            self.conn,
+            GROUP,
+            self.consumer,
+            {self.keys.queue(self.k, q): ">" for q in active},
+            count=self.held,
+            block=self.block_ms,
+        )
         if resp:
             names = {self.keys.queue(self.k, q).encode(): q for q in active}
             fetched = [

@@ -78,7 +78,7 @@ class Worker:
         # the hot calls (start, the writer's batches, defer) on the lean pipelining client
         self.fast: Any = connect.connect_fast(cfg.redis, url, self.r)
         # each partition's blocking XREADGROUP on a lean connection of its own (single server)
-        self.reader = connect.fast_reader(cfg.redis, url, connect.BLOCK_MS)
+        self.reader = connect.fast_reader(cfg.redis, url)
         self.durability = Durability(self.fast, cfg.redis.wait_replicas, cfg.redis.wait_timeout_ms)
         self.slots = Slots(self.concurrency, parts)
         self._stopping = asyncio.Event()

@@ -11,7 +11,8 @@ Options that matter for correctness:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -24,6 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from service.core.config import RedisConfig
+from service.core.resp import FastRedis
 
 BLOCK_MS = 2000  # longest blocking read: well under the socket timeout
 CLUSTER_MIN_CONNECTIONS = 64  # per node (a cap, not what is opened: see `connect`)
@@ -161,9 +163,10 @@ def _on_node(r: Any, key: str) -> dict[str, Any]:
 
 
 async def xread(r: Any, streams: dict[str, bytes], *, count: int, block: int) -> Any:
-    """XREAD of streams that share one slot, routed to its node (same reply as `r.xread`)."""
+    """XREAD of streams that share one slot, routed to its node, on a redis-py client or a
+    lean one (the reply in redis-py's shape either way)."""
     keys = list(streams)
-    return await r.execute_command(
+    reply = await r.execute_command(
         "XREAD",
         "COUNT",
         count,
@@ -174,14 +177,16 @@ async def xread(r: Any, streams: dict[str, bytes], *, count: int, block: int) ->
         *(streams[k] for k in keys),
         **_on_node(r, keys[0]),
     )
+    return _streams(reply) if isinstance(r, FastRedis) else reply
 
 
 async def xreadgroup(
     r: Any, group: str, consumer: str, streams: dict[str, str], *, count: int, block: int
 ) -> Any:
-    """XREADGROUP of streams that share one slot, routed to its node."""
+    """XREADGROUP of streams that share one slot, routed to its node (either client, as
+    `xread`)."""
     keys = list(streams)
-    return await r.execute_command(
+    reply = await r.execute_command(
         "XREADGROUP",
         "GROUP",
         group,
@@ -195,43 +200,66 @@ async def xreadgroup(
         *(streams[k] for k in keys),
         **_on_node(r, keys[0]),
     )
+    return _streams(reply) if isinstance(r, FastRedis) else reply
+
+
+async def xautoclaim(
+    r: Any, key: str, group: str, consumer: str, min_idle_ms: int, count: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of `key` idle for `min_idle_ms` or more, taken over by `consumer` (from the
+    start, up to `count`), on either client."""
+    if isinstance(r, FastRedis):
+        raw = await r.execute_command(
+            "XAUTOCLAIM", key, group, consumer, min_idle_ms, "0-0", "COUNT", count
+        )
+        return _entries(raw[1])
+    res = await r.xautoclaim(key, group, consumer, min_idle_ms, "0-0", count=count)
+    return res[1] if len(res) > 1 else []
+
+
+def _streams(raw: Any) -> Any:
+    # a raw XREAD / XREADGROUP reply ([[stream, [[id, [field, value, ...]], ...]]] or None) in
+    # redis-py's shape ([[stream, [(id, {field: value})]]])
+    return [[stream, _entries(rows)] for stream, rows in raw] if raw else raw
+
+
+def _entries(rows: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return [
+        (eid, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
+        for eid, flat in rows or ()
+    ]
 
 
 def connect_fast(cfg: RedisConfig, url: str, shared: Any) -> Any:
     """A client for the hot calls: the lean pipelining one (`resp.FastRedis`) on a single
     server; with a cluster or Sentinel (which route and fail over), `shared`: the redis-py
     client the caller already has (one slot map, one set of pools)."""
-    if cfg.cluster or cfg.sentinels:
+    if not _lean(cfg):
         return shared
-    from service.core.resp import FastRedis
-
     return FastRedis(url, socket_timeout=cfg.socket_timeout_s)
 
 
-def fast_reader(cfg: RedisConfig, url: str, block_ms: int) -> Callable[[], Any] | None:
-    """For blocking reads (the hub's XREAD, one per partition): a factory of lean connections
-    of their own on a single server, whose timeout outlasts the block; None with a cluster or
-    Sentinel (their redis-py clients route and fail over)."""
-    if cfg.cluster or cfg.sentinels:
+def fast_reader(cfg: RedisConfig, url: str) -> Callable[[], Any] | None:
+    """For blocking reads (one per partition): a factory of lean connections of their own on a
+    single server, whose timeout outlasts the block; None with a cluster or Sentinel (their
+    redis-py clients route and fail over)."""
+    if not _lean(cfg):
         return None
-    from service.core.resp import FastRedis
-
-    timeout = max(cfg.socket_timeout_s, block_ms / 1000 + 2.5)
+    timeout = max(cfg.socket_timeout_s, BLOCK_MS / 1000 + 2.5)
     return lambda: FastRedis(url, socket_timeout=timeout)
 
 
-def stream_entries(raw: Any) -> Any:
-    """A raw XREAD / XREADGROUP reply ([[stream, [[id, [field, value, ...]], ...]]] or None)
-    in redis-py's shape ([[stream, [(id, {field: value})]]])."""
-    if not raw:
-        return raw
-    return [
-        [
-            stream,
-            [
-                (eid, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
-                for eid, flat in rows
-            ],
-        ]
-        for stream, rows in raw
-    ]
+def _lean(cfg: RedisConfig) -> bool:
+    return not (cfg.cluster or cfg.sentinels)
+
+
+@contextlib.asynccontextmanager
+async def own_connection(make: Callable[[], Any] | None) -> AsyncIterator[Any]:
+    """A connection of its own from `make` (a `fast_reader`), closed on the way out; None when
+    there is no factory (the caller uses its shared client)."""
+    own = make() if make is not None else None
+    try:
+        yield own
+    finally:
+        if own is not None:
+            await own.aclose()

@@ -204,14 +204,10 @@ class Hub:
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2.0)
 
     async def _run(self, k: int) -> None:
-        own = self._reader() if self._reader is not None else None
-        try:
-            await self._follow(k, own)
-        finally:
-            if own is not None:
-                await own.aclose()
+        async with connect.own_connection(self._reader) as own:
+            await self._follow(k, own or self._r)
 
-    async def _follow(self, k: int, own: Any) -> None:
+    async def _follow(self, k: int, r: Any) -> None:
         name = self._keys.fire(k)
         backoff = Backoff(0.1, 5.0)
         broken = False
@@ -221,17 +217,9 @@ class Hub:
                     await self._check_rewound(k)
                     broken = False
                 cur = self._cursors[k]
-                if own is not None:
-                    resp = connect.stream_entries(
-                        await own.execute_command(
-                            "XREAD", "COUNT", self._count, "BLOCK", self._block_ms,
-                            "STREAMS", name, cur.id,
-                        )
-                    )  # fmt: skip
-                else:
-                    resp = await connect.xread(
-                        self._r, {name: cur.id}, count=self._count, block=self._block_ms
-                    )
+                resp = await connect.xread(
+                    r, {name: cur.id}, count=self._count, block=self._block_ms
+                )
                 backoff.reset()
             except asyncio.CancelledError:
                 raise

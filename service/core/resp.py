@@ -130,16 +130,22 @@ class FastRedis:
                     proto.waiting.extend(futs)
                     proto.transport.write(b"".join(_pack(c) for c in hello))
                     await asyncio.gather(*futs)
-        except (OSError, TimeoutError) as e:
-            if transport is not None:
+        except BaseException as e:
+            if transport is not None:  # failed or cancelled half-way: no socket left behind
                 transport.abort()
-            raise redis.exceptions.ConnectionError(
-                f"cannot connect to {self._host}:{self._port}: {e}"
-            ) from e
-        except BaseException:
-            if transport is not None:  # cancelled (closed) half-way: no socket left behind
-                transport.abort()
+            if isinstance(e, OSError | TimeoutError):
+                raise redis.exceptions.ConnectionError(
+                    f"cannot connect to {self._host}:{self._port}: {e}"
+                ) from e
             raise
+        finally:
+            self._connecting = None
+        if self._closed:  # closed meanwhile
+            transport.abort()
+            raise redis.exceptions.ConnectionError("client closed")
+        # adopted here, before anyone waiting hears of it (also when the caller that asked for
+        # it was cancelled meanwhile: else nobody would close it)
+        self._proto = proto
         return proto
 
     async def _ready(self) -> _Protocol:
@@ -148,26 +154,8 @@ class FastRedis:
         if self._proto is not None:
             return self._proto
         if self._connecting is None:
-            # the connection is adopted when made, even if the caller that asked for it has
-            # been cancelled meanwhile (else nobody would close it)
             self._connecting = asyncio.ensure_future(self._connect())
-            self._connecting.add_done_callback(self._connected)
-        proto = await asyncio.shield(self._connecting)
-        if self._proto is None and not self._closed:
-            self._proto = proto  # already done: its callback may not have run yet
-        return proto
-
-    def _connected(self, t: asyncio.Task[_Protocol]) -> None:
-        if self._connecting is t:
-            self._connecting = None
-        if t.cancelled() or t.exception() is not None:
-            return
-        proto = t.result()
-        if self._closed:
-            if proto.transport is not None:
-                proto.transport.abort()
-        else:
-            self._proto = proto
+        return await asyncio.shield(self._connecting)
 
     def _gone(self, proto: _Protocol, exc: Exception) -> None:
         if self._proto is proto:

@@ -115,7 +115,7 @@ def create_app(
             redis_config=cfg.redis,
             hub_client=hub_r,
             fast_client=fast,
-            hub_reader=connect.fast_reader(cfg.redis, redis_url, connect.BLOCK_MS),
+            hub_reader=connect.fast_reader(cfg.redis, redis_url),
         )
         app[PRODUCER] = producer
         app[QUERIES] = producer.queries
