@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from service.client import Client
 from service.core.embedded import free_port
 from service.producer import Producer
 from tests.helpers import Stack, eventually
-from tests.test_dashboard import ARGS, CHROMIUM, HAVE_CHROMIUM, NETWORK_NOISE, track
+from tests.test_dashboard import NETWORK_NOISE, chromium, track
 
 pytestmark = pytest.mark.browser
 KEY = "k-element-" + "e" * 24
@@ -134,14 +134,8 @@ class App:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 async def start(
