@@ -371,6 +371,14 @@ async def test_a_scrape_and_prometheus_tell_exactly_what_happened(
             )
 
         await eventually(no_workers_alert, timeout=15, what="TidingsNoLiveWorkers pending")
+        lag_q = 'tidings_queue_oldest_age_seconds{queue="default"}'
+
+        async def prometheus_saw_the_lag() -> bool:
+            # Prometheus scrapes once a second: wait until one of its own samples holds the
+            # risen lag, or the peak asserted below depends on where the last scrape fell
+            return (await prom.by(http, lag_q, "queue")).get("default", 0.0) >= 1.5
+
+        await eventually(prometheus_saw_the_lag, timeout=15, what="prometheus seeing the lag")
         before_return = await lag()
         assert before_return >= first + 1.5
         await st.start_workers(2)
@@ -389,7 +397,6 @@ async def test_a_scrape_and_prometheus_tell_exactly_what_happened(
         # -- a real Prometheus answers the same through PromQL (once it has scraped the end)
         want = {k: float(v) for k, v in FINISHED.items()} | {("t.noop", "succeeded"): 9.0}
         finished_q = "sum by (task, outcome) (tidings_jobs_finished_total) > 0"
-        lag_q = 'tidings_queue_oldest_age_seconds{queue="default"}'
 
         # the restarted worker processes, each scraped twice (what a rate() needs)
         fresh_workers = (
