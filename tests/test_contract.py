@@ -303,6 +303,30 @@ async def all_events_decode(p: Producer, job_id: str) -> list[str]:
     return types
 
 
+async def test_the_stale_fetch_fence_is_exact_for_a_batch_in_any_order(
+    monitored: tuple[Producer, Monitor],
+) -> None:
+    """start checks a batch's entries with one XPENDING per queue over the batch's range, and
+    an entry missing from that answer alone: the verdicts are exact whatever the entries'
+    order, and an entry another consumer took over in the middle of the range is fenced."""
+    p, m = monitored
+    news = [await p._prepare(_req("t.noop")) for _ in range(6)]
+    await run_checked(p, m, p.ops.submit(0, news))
+    entries = await fetch(p, "w1")
+    assert len(entries) == 6
+    # the third entry was taken over by w2 (its lease ran out while w1's start was in flight)
+    q = p.keys.queue(0, "default")
+    await p.redis.xclaim(q, S.GROUP, "w2", 0, [entries[2].entry])
+    first = await run_checked(p, m, p.ops.start(0, "w1", entries[:4], minute()))
+    assert [r.verdict for r in first] == ["run", "run", "notmine", "run"]
+    # the rest given last-first: the range is empty, each entry is checked alone
+    rest = await run_checked(p, m, p.ops.start(0, "w1", entries[:3:-1], minute()))
+    assert [r.verdict for r in rest] == ["run", "run"]
+    # w2 holds the third: its start runs it; w1's claims on the others are not w2's
+    mine = await run_checked(p, m, p.ops.start(0, "w2", entries[1:4], minute()))
+    assert [r.verdict for r in mine] == ["notmine", "run", "notmine"]
+
+
 async def test_submit_start_progress_finish_touch_only_declared_keys(
     monitored: tuple[Producer, Monitor],
 ) -> None:

@@ -10,13 +10,28 @@
 -- reply (JSON): per op 'ok' | 'fenced' | 'dup', or for 'f' the resulting state
 local TREND, DUE = KEYS[3], KEYS[4]
 local n = tonumber(ARGV[4])
+local names = fields({'r', 'ws', 'a', 'm', 'e', 'st', 'x', 'w'})
+-- finished jobs' queue entries, acknowledged and deleted together at the end (one XACK and one
+-- XDEL per queue, not per job: the script is atomic, so nobody sees the difference)
+local drops = {}  -- queue stream -> entries
+local function drop_later(qkey, entry)
+  if entry and entry ~= '' then
+    local d = drops[qkey]
+    if d == nil then
+      d = {}
+      drops[qkey] = d
+    end
+    d[#d + 1] = entry
+  end
+end
 local out = {}
 for i = 0, n - 1 do
   local a = 5 + i * 8
-  local kind, id, run, seq = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local kind, id, run, seq_s = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local seq = tonumber(seq_s)
   local body, x1, x2, x3 = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local jkey, qkey, skey, dkey = KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4], KEYS[8 + i * 4]
-  local j = job(jkey, id, {'r', 'ws', 'a', 'm', 'e', 'st', 'x', 'w'})
+  local j = job(jkey, id, names)
   local attempt = tonumber(j.a or '0')
   if j.r == run and seq <= tonumber(j.ws or '0') then
     -- already applied: the client re-sent it (a timeout while Redis was slow)
@@ -24,29 +39,29 @@ for i = 0, n - 1 do
   elseif j.s ~= 'running' or j.r ~= run then
     out[#out + 1] = 'fenced'
   elseif kind == 'p' then
-    put(j, 'ws', seq, 'pc', x1, 'pt', x2, 'pm', x3)
+    put(j, 'ws', seq_s, 'pc', x1, 'pt', x2, 'pm', x3)
     emit(j, body)
     out[#out + 1] = 'ok'
   elseif kind == 'l' then
-    put(j, 'ws', seq)
+    put(j, 'ws', seq_s)
     emit(j, body)
     out[#out + 1] = 'ok'
   else
-    put(j, 'ws', seq, 'w', '')
+    put(j, 'ws', seq_s, 'w', '')
     if j.x and j.x ~= '' then put(j, 'x', '') end
     local how = x1
     local run_ms = math.max(0, NOW - tonumber(j.st or NOW))
-    drop_entry(qkey, j.e)
+    drop_later(qkey, j.e)
     if how == 'succeeded' then
       set_state(j, 'succeeded')
-      put(j, 'res', body, 'f', NOW, 'e', '')
+      put(j, 'res', body, 'f', NOW_S, 'e', '')
       emit(j, '["ok",' .. attempt .. ',' .. body .. ']')
       outcome(j, 'succeeded', TREND)
       observe('r', j, run_ms, TREND)
       retain(j)
     elseif how == 'cancelled' then
       set_state(j, 'cancelled')
-      put(j, 'f', NOW, 'e', '')
+      put(j, 'f', NOW_S, 'e', '')
       emit(j, '["c",' .. attempt .. ']')
       outcome(j, 'cancelled', TREND)
       observe('r', j, run_ms, TREND)
@@ -67,9 +82,9 @@ for i = 0, n - 1 do
       observe('r', j, run_ms, TREND)
     else
       set_state(j, 'failed')
-      put(j, 'err', body, 'f', NOW, 'e', '')
+      put(j, 'err', body, 'f', NOW_S, 'e', '')
       emit(j, '["f",' .. attempt .. ',' .. body .. ']')
-      redis.call('ZADD', dkey, NOW, id)
+      redis.call('ZADD', dkey, NOW_S, id)
       count('dl', j)
       outcome(j, 'failed', TREND)
       observe('r', j, run_ms, TREND)
@@ -78,6 +93,13 @@ for i = 0, n - 1 do
     out[#out + 1] = j.s
   end
   save(j)
+end
+for qkey, d in pairs(drops) do
+  for i = 1, #d, 1000 do
+    local some = {unpack(d, i, math.min(i + 999, #d))}
+    redis.call('XACK', qkey, GROUP, unpack(some))
+    redis.call('XDEL', qkey, unpack(some))
+  end
 end
 commit()
 return reply(out)

@@ -5,7 +5,7 @@
 -- reply (JSON): [status, state]: done | requested | finished | missing
 local TREND, JKEY, QKEY, SKEY = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, rid = ARGV[4], ARGV[5]
-local j = job(JKEY, id, {'a', 'e', 'x'})
+local j = job(JKEY, id, fields({'a', 'e', 'x'}))
 if not j.s then return reply({'missing', ''}) end
 if j.s == 'running' then
   if j.x ~= rid then put(j, 'x', rid) end
@@ -19,7 +19,7 @@ end
 redis.call('ZREM', SKEY, id)
 drop_entry(QKEY, j.e)
 set_state(j, 'cancelled')
-put(j, 'f', NOW, 'e', '', 'x', rid)
+put(j, 'f', NOW_S, 'e', '', 'x', rid)
 emit(j, '["c",' .. j.a .. ']')
 outcome(j, 'cancelled', TREND)
 retain(j)

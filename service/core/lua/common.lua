@@ -12,6 +12,9 @@ local BUCKETS = {{BUCKETS}}
 
 local T = redis.call('TIME')
 local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+-- the same as a string, made without Lua's number formatting (a sprintf per use)
+local NOW_S = T[1] .. string.sub(string.rep('0', 6 - #T[2]) .. T[2], 1, 3)
+local fmt = string.format
 
 local function reply(t)
   if #t == 0 then return '[]' end

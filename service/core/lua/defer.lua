@@ -7,7 +7,7 @@
 local DUE, JKEY, QKEY, SKEY = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, entry, consumer, delay, msg = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if not owns(QKEY, entry, consumer) then return 'notmine' end
-local j = job(JKEY, id, {'a', 'e', 'df'})
+local j = job(JKEY, id, fields({'a', 'e', 'df'}))
 drop_entry(QKEY, entry)
 if j.s ~= 'queued' or j.e ~= entry then
   return 'skip'

@@ -3,7 +3,8 @@
 -- firehose length, events kept per job, retention (ms).
 
 local FIRE, STATS = KEYS[1], KEYS[2]
-local FIRE_MAX, EV_MAX, RETAIN_MS = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- (the firehose length and the retention pass through as the strings they came as)
+local FIRE_MAX, EV_MAX, RETAIN_MS = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 -- the partition's event counter: every firehose entry carries the next number, so a reader
 -- that finds a jump knows it missed entries (trimmed before it read them)
@@ -14,24 +15,38 @@ local function next_n()
   return counter
 end
 
--- A job being changed: `set` collects fields for one HSET at the end (`save`).
-local function job(key, id, fields)
-  local j = {key = key, id = id, set = {}}
+-- The fields a script reads from each job it changes: state, event count, task, queue, then
+-- its own (built once per script call, not per job).
+local function fields(own)
   local names = {'s', 'n', 't', 'q'}
-  for _, f in ipairs(fields) do names[#names + 1] = f end
+  for _, f in ipairs(own) do names[#names + 1] = f end
+  return names
+end
+
+-- A job being changed: `set` collects fields for one HSET at the end (`save`).
+local function job(key, id, names)
+  local j = {key = key, id = id, set = {}}
   local v = redis.call('HMGET', key, unpack(names))
-  for i, f in ipairs(names) do j[f] = v[i] end
+  for i = 1, #names do j[names[i]] = v[i] end
   j.n = tonumber(j.n or '0')
   return j
 end
 
-local function put(j, ...)
-  local args = {...}
-  for i = 1, #args, 2 do
-    j.set[#j.set + 1] = args[i]
-    j.set[#j.set + 1] = args[i + 1]
-    j[args[i]] = args[i + 1]
-  end
+-- put(j, field, value, field, value, ...): up to six pairs, without a table per call
+local function put(j, k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6)
+  local set = j.set
+  local m = #set
+  set[m + 1], set[m + 2], j[k1] = k1, v1, v1
+  if k2 == nil then return end
+  set[m + 3], set[m + 4], j[k2] = k2, v2, v2
+  if k3 == nil then return end
+  set[m + 5], set[m + 6], j[k3] = k3, v3, v3
+  if k4 == nil then return end
+  set[m + 7], set[m + 8], j[k4] = k4, v4, v4
+  if k5 == nil then return end
+  set[m + 9], set[m + 10], j[k5] = k5, v5, v5
+  if k6 == nil then return end
+  set[m + 11], set[m + 12], j[k6] = k6, v6, v6
 end
 
 local function set_state(j, to)
@@ -52,9 +67,12 @@ end
 -- Append one event (its compact body) to the firehose and to the job's own fields.
 local function emit(j, body)
   local eid = redis.call('XADD', FIRE, 'MAXLEN', '~', FIRE_MAX, '*',
-    'j', j.id, 't', j.t, 'q', j.q, 'n', next_n(), 'v', body)
+    'j', j.id, 't', j.t, 'q', j.q, 'n', fmt('%d', next_n()), 'v', body)
   j.n = j.n + 1
-  put(j, 'n', j.n, j.n, eid .. ' ' .. body)
+  local ns = fmt('%d', j.n)
+  local set = j.set
+  local m = #set
+  set[m + 1], set[m + 2], set[m + 3], set[m + 4] = 'n', ns, ns, eid .. ' ' .. body
   if j.n > EV_MAX then
     -- bounded: drop the oldest; a reader resuming from a dropped id gets a snapshot
     redis.call('HDEL', j.key, j.n - EV_MAX)
@@ -135,7 +153,7 @@ end
 
 -- The end of every event-writing script: the partition's event counter and the metrics.
 local function commit()
-  if counter ~= nil then redis.call('HSET', STATS, 'n', counter) end
+  if counter ~= nil then redis.call('HSET', STATS, 'n', fmt('%d', counter)) end
   for f, by in pairs(stat_adds) do
     if by ~= 0 then redis.call('HINCRBY', STATS, f, by) end
   end

@@ -7,12 +7,13 @@ local DUE, SKEY, QKEY = KEYS[3], KEYS[4], KEYS[5]
 local queue = ARGV[4]
 local n = tonumber(ARGV[5])
 local moved = 0
+local names = fields({'a', 'df'})
 for i = 1, n do
   local id = ARGV[5 + i]
   local score = redis.call('ZSCORE', SKEY, id)
   if score and tonumber(score) <= NOW then
     redis.call('ZREM', SKEY, id)
-    local j = job(KEYS[5 + i], id, {'a', 'df'})
+    local j = job(KEYS[5 + i], id, names)
     if j.s == 'scheduled' then
       set_state(j, 'queued')
       put(j, 'e', redis.call('XADD', QKEY, '*', 'j', id, 't', j.t))

@@ -4,7 +4,7 @@
 -- reply (JSON): [status, state]: done | conflict | missing
 local JKEY, QKEY, DKEY = KEYS[3], KEYS[4], KEYS[5]
 local id, rid = ARGV[4], ARGV[5]
-local j = job(JKEY, id, {'rx'})
+local j = job(JKEY, id, fields({'rx'}))
 if not j.s then
   -- expired: a dead-letter entry left behind must not be offered again
   redis.call('ZREM', DKEY, id)
@@ -17,8 +17,9 @@ end
 redis.call('PERSIST', JKEY)
 redis.call('ZREM', DKEY, id)
 set_state(j, 'queued')
-put(j, 'a', 0, 'e', redis.call('XADD', QKEY, '*', 'j', id, 't', j.t), 'rx', rid,
-  'err', '', 'res', '', 'f', '', 'x', '', 'pc', '', 'pt', '', 'pm', '')
+put(j, 'a', '0', 'e', redis.call('XADD', QKEY, '*', 'j', id, 't', j.t), 'rx', rid)
+put(j, 'err', '', 'res', '', 'f', '', 'x', '', 'pc', '', 'pt', '')
+put(j, 'pm', '')
 emit(j, '["q",0]')
 count('rq', j)
 save(j)

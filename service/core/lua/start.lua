@@ -9,14 +9,32 @@
 local TREND = KEYS[3]
 local consumer = ARGV[4]
 local n = tonumber(ARGV[5])
+local names = fields({'e', 'a', 'm', 'p', 'to', 'r', 'w', 'tp', 'st'})
+-- The stale-fetch fence, batched: one XPENDING per queue lists what this consumer holds between
+-- the first and the last of the call's entries (a read returns them in order); an entry not in
+-- that list is checked alone, so the answer is exact whatever the order.
+local range = {}  -- queue stream -> {first entry, last entry, count}
+for i = 0, n - 1 do
+  local qkey, entry = KEYS[5 + i * 3], ARGV[7 + i * 2]
+  local r = range[qkey]
+  if r == nil then range[qkey] = {entry, entry, 1} else r[2], r[3] = entry, r[3] + 1 end
+end
+local held = {}
+for qkey, r in pairs(range) do
+  local set = {}
+  for _, p in ipairs(redis.call('XPENDING', qkey, GROUP, r[1], r[2], r[3] + 32, consumer)) do
+    set[p[1]] = true
+  end
+  held[qkey] = set
+end
 local out = {}
 for i = 0, n - 1 do
   local id, entry = ARGV[6 + i * 2], ARGV[7 + i * 2]
   local jkey, qkey, dkey = KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3]
-  if not owns(qkey, entry, consumer) then
+  if not (held[qkey][entry] or owns(qkey, entry, consumer)) then
     out[#out + 1] = {id, 'notmine'}
   else
-    local j = job(jkey, id, {'e', 'a', 'm', 'p', 'to', 'r', 'w', 'tp', 'st'})
+    local j = job(jkey, id, names)
     if (not j.s) or j.e ~= entry or (j.s ~= 'queued' and j.s ~= 'running') then
       drop_entry(qkey, entry)
       out[#out + 1] = {id, 'skip'}
@@ -36,9 +54,9 @@ for i = 0, n - 1 do
         if attempt >= max_attempts then
           drop_entry(qkey, entry)
           set_state(j, 'failed')
-          put(j, 'err', err, 'f', NOW, 'e', '', 'w', '')
+          put(j, 'err', err, 'f', NOW_S, 'e', '', 'w', '')
           emit(j, '["f",' .. attempt .. ',' .. err .. ']')
-          redis.call('ZADD', dkey, NOW, id)
+          redis.call('ZADD', dkey, NOW_S, id)
           count('dl', j)
           outcome(j, 'failed', TREND)
           retain(j)
@@ -55,7 +73,7 @@ for i = 0, n - 1 do
         local run = tonumber(j.r) + 1
         attempt = attempt + 1
         set_state(j, 'running')
-        put(j, 'r', run, 'a', attempt, 'st', NOW, 'w', consumer, 'ws', 0)
+        put(j, 'r', fmt('%d', run), 'a', fmt('%d', attempt), 'st', NOW_S, 'w', consumer, 'ws', '0')
         emit(j, '["st",' .. attempt .. ',' .. cjson.encode(consumer) .. ']')
         out[#out + 1] = {id, 'run', run, attempt, j.t, j.p, j.to or '', max_attempts, j.tp or ''}
       else

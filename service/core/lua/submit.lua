@@ -7,6 +7,7 @@
 -- created it (a re-sent request) else 0]
 local IDX, DUE = KEYS[3], KEYS[4]
 local n = tonumber(ARGV[4])
+local names = fields({'c', 'rq'})
 local out = {}
 for i = 0, n - 1 do
   local a = 5 + i * 10
@@ -14,13 +15,14 @@ for i = 0, n - 1 do
   local max_attempts, timeout_s, delay_ms = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
   local idem, rq, tp = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
   local jkey, qkey, skey = KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3]
-  local j = job(jkey, id, {'c', 'rq'})
+  local j = job(jkey, id, names)
   if j.s then
     local again = (rq ~= '' and j.rq == rq) and 1 or 0
     out[#out + 1] = {0, j.s, tonumber(j.c), again}
   else
     j.t, j.q = task, queue
-    put(j, 't', task, 'q', queue, 'a', 0, 'r', 0, 'm', max_attempts, 'p', payload, 'c', NOW)
+    put(j, 't', task, 'q', queue, 'a', '0', 'r', '0', 'm', max_attempts, 'p', payload)
+    put(j, 'c', NOW_S)
     if timeout_s ~= '' then put(j, 'to', timeout_s) end
     if idem ~= '' then put(j, 'k', idem, 'rq', rq) end
     if tp ~= '' then put(j, 'tp', tp) end
