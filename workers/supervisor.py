@@ -12,9 +12,8 @@ import sys
 import structlog
 
 from service.core import config as config_mod
-from service.core import embedded, logs
+from service.core import logs
 from service.core.procs import Child, Supervisor, child_env
-from workers.registry import REGISTRY, load_modules
 
 log = structlog.get_logger("tidings.worker")
 
@@ -40,6 +39,8 @@ def resolve_url(cfg: config_mod.Config) -> str:
     one clear line: a worker never starts a second, empty server of its own."""
     if cfg.redis.url != "embedded":
         return cfg.redis.url
+    from service.core import embedded  # (imports redis: only when there is one to find)
+
     try:
         return embedded.discover(cfg)
     except embedded.EmbeddedNotRunning as e:
@@ -91,7 +92,9 @@ def run_child(
     *,
     index: int = 0,
 ) -> int:
+    # the worker's own imports: the supervisor above starts its children without them
     from service.core import tracing
+    from workers.registry import REGISTRY, load_modules
     from workers.worker import LoopDied, Worker
 
     load_modules(tasks)
