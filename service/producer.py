@@ -9,6 +9,7 @@ async with Producer.from_url("redis://127.0.0.1:6379/0") as p:
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -50,6 +51,7 @@ _decode = msgspec.json.Decoder().decode
 MAX_DELAY_S = 366 * 86400.0
 MAX_TIMEOUT_S = 7 * 86400.0
 BATCH = 100  # jobs per script call in submit_many: short calls, packed while the last one runs
+IN_FLIGHT = 2  # submit_many's calls in flight at once
 T = TypeVar("T")
 
 
@@ -300,20 +302,21 @@ class Producer:
             by_part.setdefault(self.keys.partition(new.id), []).append(new)
         rows_of: dict[str, Any] = {}
         for k, news in by_part.items():
-            # one chunk in flight while the next is packed; chunks land in order (FIFO)
-            pending: asyncio.Task[Any] | None = None
-            chunks: list[list[NewJob]] = []
+            # IN_FLIGHT chunks sent while the next is packed, so Redis never waits for this
+            # process between two; they are sent in order and land in order (FIFO)
+            flying: collections.deque[tuple[list[NewJob], asyncio.Task[Any]]] = collections.deque()
             for i in range(0, len(news), BATCH):
                 chunk = news[i : i + BATCH]
                 call = self.ops.submit(k, chunk)
-                if pending is not None:
-                    for new, row in zip(chunks[-1], await pending, strict=True):
+                if len(flying) >= IN_FLIGHT:
+                    done, task = flying.popleft()
+                    for new, row in zip(done, await task, strict=True):
                         rows_of[new.id] = row
-                chunks.append(chunk)
-                pending = asyncio.ensure_future(self.durability.run(call))
+                flying.append((chunk, asyncio.ensure_future(self.durability.run(call))))
                 await asyncio.sleep(0)  # let it go out now, then pack the next chunk meanwhile
-            if pending is not None:
-                for new, row in zip(chunks[-1], await pending, strict=True):
+            while flying:
+                done, task = flying.popleft()
+                for new, row in zip(done, await task, strict=True):
                     rows_of[new.id] = row
         jobs: list[Job] = []
         for new in prepared:
