@@ -26,6 +26,7 @@ from service.core.errors import Conflict, Invalid, NotFound, TooMany
 from service.core.hub import Hub
 from service.core.keys import Keys
 from service.core.queues import Queues
+from service.core.resp import FastRedis
 from service.core.scripts import Call, Limits, NewJob, Ops, SubmitRow, new_request_id
 from service.core.store import JobStore, check_id
 from service.core.tasks import REGISTRY, Catalog, TaskSpec
@@ -302,13 +303,15 @@ class Producer:
             by_part.setdefault(self.keys.partition(new.id), []).append(new)
         rows_of: dict[str, Any] = {}
         for k, news in by_part.items():
-            # IN_FLIGHT chunks sent while the next is packed, so Redis never waits for this
-            # process between two; they are sent in order and land in order (FIFO)
+            # two chunks sent while the next is packed, so Redis never waits for this process
+            # between two; on the lean client's one connection they land in the order sent
+            # (FIFO); a cluster client may use two connections, so it gets one at a time
+            depth = IN_FLIGHT if isinstance(self.fast, FastRedis) else 1
             flying: collections.deque[tuple[list[NewJob], asyncio.Task[Any]]] = collections.deque()
             for i in range(0, len(news), BATCH):
                 chunk = news[i : i + BATCH]
                 call = self.ops.submit(k, chunk)
-                if len(flying) >= IN_FLIGHT:
+                if len(flying) >= depth:
                     done, task = flying.popleft()
                     for new, row in zip(done, await task, strict=True):
                         rows_of[new.id] = row
