@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -153,7 +154,6 @@ class Tracing:
         )
         return _OtelSpan(span)
 
-    @contextlib.contextmanager
     def span(
         self,
         name: str,
@@ -161,9 +161,14 @@ class Tracing:
         parent: str | None = None,
         kind: str = "internal",
         attributes: Attrs | None = None,
-    ) -> Iterator[Span]:
+    ) -> AbstractContextManager[Span]:
         """`start`, made active for the block, marked failed by an exception, and ended."""
-        s = self.start(name, parent=parent, kind=kind, attributes=attributes)
+        if self._tracer is None:
+            return _Plain(Span(parent))  # tracing off: no generator per request
+        return self._span(self.start(name, parent=parent, kind=kind, attributes=attributes))
+
+    @contextlib.contextmanager
+    def _span(self, s: Span) -> Iterator[Span]:
         try:
             with s.current():
                 yield s
@@ -183,6 +188,22 @@ class Tracing:
         if self.provider is not None:
             with contextlib.suppress(Exception):
                 self.provider.shutdown()
+
+
+class _Plain(AbstractContextManager[Span]):
+    """The block of a no-op span: marked failed as `Tracing.span` would, nothing else."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            status = getattr(exc, "status", None)
+            if not (isinstance(status, int) and status < 500):
+                self.span.error(exc)
 
 
 NOOP = Tracing()

@@ -18,7 +18,7 @@ from service.core.tasks import TaskSpec
 from service.core.tracing import NOOP, Tracing
 from service.http import bulk, jobs, metrics, ops, session
 from service.http.auth import Auth, load_signing_key
-from service.http.middleware import authenticate, cors, errors, headers, proxied
+from service.http.middleware import front
 from service.http.state import (
     AUTH,
     HUB,
@@ -91,9 +91,7 @@ def create_app(
     from the catalog the workers publish); `tracing`: where spans go (off by default)."""
     _quiet_aiohttp()
     app = web.Application(
-        # cors outside errors: a 401 or 404 reaches a page on another origin as what it is
-        # (a page tells an expired watch link from a network error only that way)
-        middlewares=[metrics.measure, headers, cors, errors, proxied, authenticate],
+        middlewares=[front],
         client_max_size=cfg.http.max_body_bytes,
     )
     app[SETTINGS] = cfg

@@ -3,6 +3,7 @@ fresh watch links."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -49,13 +50,39 @@ def json_response(
 
 def watch_links(request: web.Request, job_id: str) -> WatchLinks:
     """The job's events and status URLs, with one read-only token scoped to this job."""
-    base = request.app[SETTINGS].http.public_url.rstrip("/") or str(request.url.origin())
+    base = request.app[SETTINGS].http.public_url.rstrip("/") or _origin(request)
     token, exp = request.app[AUTH].watch_grant(job_id)
     return WatchLinks(
         events_url=f"{base}/api/jobs/{job_id}/events?token={token}",
         status_url=f"{base}/api/jobs/{job_id}?token={token}",
-        expires_at=iso(exp * 1000) or "",
+        expires_at=_expiry(exp),
     )
+
+
+# the request's origin by (scheme, Host header), as yarl normalises it: building the URL is most
+# of a link's cost, and a service sees a handful of distinct hosts (bounded all the same)
+_origins: dict[tuple[str, str], str] = {}
+
+
+def _origin(request: web.Request) -> str:
+    key = (request.scheme, request.host)
+    origin = _origins.get(key)
+    if origin is None:
+        if len(_origins) >= 64:
+            _origins.clear()
+        origin = _origins[key] = str(request.url.origin())
+    return origin
+
+
+_last_expiry: tuple[int, str] = (0, "")
+
+
+def _expiry(exp: int) -> str:
+    """iso() of a link's expiry, made once per second (every link of that second shares it)."""
+    global _last_expiry
+    if _last_expiry[0] != exp:
+        _last_expiry = (exp, iso(exp * 1000) or "")
+    return _last_expiry[1]
 
 
 def with_urls(request: web.Request, job: Job) -> Job:
@@ -112,8 +139,9 @@ async def submit(request: web.Request) -> web.Response:
         span.set("tidings.job.id", job.id)
         span.set("tidings.task", job.task)
         span.set("tidings.queue", job.queue)
-        with logs.bound(job_id=job.id, trace_id=span.trace_id):
-            log.debug("job.submitted", task=job.task, queue=job.queue, created=done.created)
+        if log.is_enabled_for(logging.DEBUG):
+            with logs.bound(job_id=job.id, trace_id=span.trace_id):
+                log.debug("job.submitted", task=job.task, queue=job.queue, created=done.created)
         return json_response(job, status, headers={"Location": f"/api/jobs/{job.id}"})
 
 

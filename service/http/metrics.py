@@ -36,6 +36,8 @@ from service.sse.watchers import FirehoseWatcher, JobWatcher
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HTTP_REQUESTS = web.AppKey("http_requests", Counter)
 HTTP_LATENCY = web.AppKey("http_latency", Histogram)
+# (route, method, status) -> the two labelled series, looked up once (labels() takes a lock)
+HTTP_SERIES = web.AppKey("http_series", dict)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # any other method (a client may send anything) is counted as "other": a bounded label
@@ -63,6 +65,7 @@ def setup(app: web.Application) -> None:
         ["route", "method", "status"],
         registry=reg,
     )
+    app[HTTP_SERIES] = {}
     app[HTTP_LATENCY] = Histogram(
         "tidings_http_request_duration_seconds",
         "Time to answer HTTP requests (streams: until their headers are sent)",
@@ -72,27 +75,22 @@ def setup(app: web.Application) -> None:
     )
 
 
-@web.middleware
-async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by its route pattern (never the raw path: it holds ids)."""
-    start = time.perf_counter()
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        if route.startswith("/static/"):
-            route = "/static"
-        method = request.method if request.method in METHODS else "other"
-        app = request.app
-        app[HTTP_REQUESTS].labels(route, method, str(status)).inc()
-        app[HTTP_LATENCY].labels(route, method).observe(time.perf_counter() - start)
+def observe(request: web.Request, status: int, start: float) -> None:
+    """Count and time a request by its route pattern (never the raw path: it holds ids)."""
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    if route.startswith("/static/"):
+        route = "/static"
+    method = request.method if request.method in METHODS else "other"
+    app = request.app
+    series = app[HTTP_SERIES].get((route, method, status))
+    if series is None:
+        series = app[HTTP_SERIES][route, method, status] = (
+            app[HTTP_REQUESTS].labels(route, method, str(status)),
+            app[HTTP_LATENCY].labels(route, method),
+        )
+    series[0].inc()
+    series[1].observe(time.perf_counter() - start)
 
 
 def _split(field: str) -> list[str]:
