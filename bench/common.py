@@ -226,7 +226,10 @@ def diff(before: dict[str, Any], after: dict[str, Any], n: int, top: int = 8) ->
         if calls > 0 and name != "info":
             rows.append((name, calls, usec))
     rows.sort(key=lambda x: -x[1])
+    # time Redis spent running the scripts (Lua, and the commands they call), per job
+    script_us = sum(us for name, _, us in rows if name in ("evalsha", "eval", "fcall"))
     return {
+        "script_us_per_job": script_us / n,
         # the INFO snapshots themselves are not counted
         "cmds_per_job": (after["cmds"] - before["cmds"] - 1) / n,
         "redis_cpu_us_per_job": (after["cpu"] - before["cpu"]) * 1e6 / n,

@@ -1,7 +1,7 @@
 """CPU cost of one round trip (submit, then wait until done), per process, for any checkout.
 
     .venv/bin/python bench/rt_cost.py [--n 1000] [--cprofile FILE]
-    cd /tmp/tidings-a35a63e && /work/wt-15/.venv/bin/python /work/wt-15/bench/rt_cost.py
+    cd <an older checkout> && <this checkout>/.venv/bin/python <this checkout>/bench/rt_cost.py
 
 It uses the `bench/common.py` and the code of the checkout it is run FROM (the current
 directory): `<cwd>/bench` goes first on sys.path, and that `common.py` puts its checkout first,

@@ -10,7 +10,8 @@ Sections (all by default; `--only a,b`):
   drain    N no-op jobs pre-enqueued, then `python -m workers --processes 2` (default concurrency):
            jobs/s from spawn until queues() shows queued+running+scheduled == 0, the steady rate
            from the first poll that saw progress, Redis CPU µs and commands per job (INFO deltas,
-           top commandstats), worker CPU µs per job (/proc of the worker processes)
+           top commandstats), Redis's time in the scripts per job (EVALSHA usec, the commands they
+           call included), worker CPU µs per job (/proc of the worker processes)
   rt       one worker process; Producer.submit then Producer.wait, sequential: 20 warm-ups + 500
   memory   used_memory delta per queued job (at 100,000 jobs) and per retained finished job
            (after draining them; the job hash, which holds its events too, and its index entry;
@@ -436,6 +437,7 @@ async def main() -> None:
                         ),
                         ("first job done after", f"{d['first_done_after_s']} s"),
                         ("Redis CPU per job", f"{d['redis_cpu_us_per_job']:.1f} µs"),
+                        ("Redis script time per job", f"{d['script_us_per_job']:.1f} µs"),
                         ("Redis commands per job", f"{d['cmds_per_job']:.2f}"),
                         (
                             "worker CPU per job (2 procs)",
