@@ -86,10 +86,9 @@ class Executor:
         self, job: Running, spec: TaskSpec, raw_payload: bytes, timeout: float | None
     ) -> None:
         span = self.span(job)
-        with (
-            logs.bound(job_id=job.id, task=job.task, attempt=job.attempt, trace_id=span.trace_id),
-            span.current(),
-        ):
+        # the job's own task (Worker._start): its log context ends with it
+        logs.bind_task(job_id=job.id, task=job.task, attempt=job.attempt, trace_id=span.trace_id)
+        with span.current():
             outcome, fragment = "fail", b""
             try:
                 outcome, fragment = await self._attempt(job, spec, raw_payload, timeout, span)

@@ -32,6 +32,13 @@ def bound(**ids: Any) -> AbstractContextManager[None]:
     )
 
 
+def bind_task(**ids: Any) -> None:
+    """Bind ids to every log line for the rest of the current asyncio task (leaving out those
+    that are None). Only in a task of its own (a job's): the binding ends with the task's
+    context, so nothing is reset, which makes it several times cheaper than `bound`."""
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v is not None})
+
+
 def setup(cfg: LogConfig, *, process: str) -> None:
     level = getattr(logging, cfg.level.upper())
     json = cfg.format == "json" or (cfg.format == "auto" and not sys.stderr.isatty())

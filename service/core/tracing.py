@@ -69,10 +69,9 @@ class Span:
     def end(self) -> None:
         """End the span (once)."""
 
-    @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self) -> AbstractContextManager[None]:
         """Make this span the active one (spans started inside become its children)."""
-        yield
+        return contextlib.nullcontext()
 
 
 class _OtelSpan(Span):
@@ -108,8 +107,11 @@ class _OtelSpan(Span):
             self._ended = True
             self._span.end()
 
+    def current(self) -> AbstractContextManager[None]:
+        return self._current()
+
     @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def _current(self) -> Iterator[None]:
         with self._trace.use_span(
             self._span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
