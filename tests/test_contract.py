@@ -40,6 +40,9 @@ def test_job_ids_are_unique_sortable_valid_and_carry_their_time() -> None:
 
 
 def test_idempotent_ids_depend_on_key_and_prefix() -> None:
+    # the same key gives the same id in every release (this one was made by the first encoder)
+    assert wire.idempotent_job_id("tidings", "abc") == "atf03r99sp64sx1pds8f9ef6na"
+    assert wire.job_id_time_ms(wire.new_job_id(1796037800123)) == 1796037800123
     a = wire.idempotent_job_id("p", "order-1")
     assert a == wire.idempotent_job_id("p", "order-1")
     assert a != wire.idempotent_job_id("p", "order-2")

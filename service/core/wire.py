@@ -38,18 +38,19 @@ EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford, lower case
 
 
-def _b32(n: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(_B32[n & 31])
-        n >>= 5
-    return "".join(reversed(out))
+_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two characters
+_ID_SHIFTS = tuple(range(120, -1, -10))  # 13 pairs: 26 characters, 130 bits
+
+
+def _b32(n: int) -> str:
+    """The low 130 bits of n as 26 characters (two per lookup: half the steps of one each)."""
+    return "".join([_PAIRS[(n >> s) & 1023] for s in _ID_SHIFTS])
 
 
 def new_job_id(now_ms: int | None = None) -> str:
     """26 characters, sortable by creation time (48-bit ms clock + 80 random bits)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return _b32(ms << 80 | int.from_bytes(os.urandom(10), "big"), 26)
+    return _b32(ms << 80 | int.from_bytes(os.urandom(10), "big"))
 
 
 def job_id_time_ms(job_id: str) -> int:
@@ -63,7 +64,7 @@ def job_id_time_ms(job_id: str) -> int:
 def idempotent_job_id(prefix: str, key: str) -> str:
     """The id a job submitted with this idempotency key gets: the same key, the same job."""
     digest = hashlib.blake2b(f"{prefix}\0{key}".encode(), digest_size=17).digest()
-    return _b32(int.from_bytes(digest, "big") >> 6, 26)
+    return _b32(int.from_bytes(digest, "big") >> 6)
 
 
 EventKey = tuple[int, int]
