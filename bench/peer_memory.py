@@ -1,9 +1,9 @@
 """Redis memory per queued and per finished job, the same way for Tidings and for the peers.
 
-Runs inside a peer's virtual env from the peers harness (../shared/peers, venvs under $PEERS_WORK)
-and uses that harness's adapters, so every system is measured through its own public API:
+Runs inside a peer's virtual env from the peers harness (kept outside this repository: $PEERS
+names its folder, venvs under $PEERS_WORK) and uses that harness's adapters, so every system is measured through its own public API:
 
-    PEERS=/work/shared/peers PEERS_WORK=/tmp/peers-work
+    export PEERS=<the peers harness> PEERS_WORK=<its work folder>
     $PEERS_WORK/.venvs/saq/bin/python bench/peer_memory.py --peer saq --n 100000
     $PEERS_WORK/.venvs/bullmq/bin/python bench/peer_memory.py --peer bullmq --n 100000
     .venv/bin/python bench/peer_memory.py --peer tidings --n 100000
@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-PEERS = os.environ.get("PEERS", "/work/shared/peers")
+PEERS = os.environ.get("PEERS", "")
 
 
 def free_port() -> int:
@@ -112,6 +112,8 @@ def main() -> None:
     os.environ["REDIS_PORT"] = str(port)
     os.environ["TIDINGS_REDIS_URL"] = url
     os.environ["TIDINGS_CONFIG"] = "/dev/null"
+    if not PEERS:
+        raise SystemExit("set PEERS to the peers harness's folder (see the docstring)")
     sys.path.insert(0, PEERS)
     os.chdir(PEERS)
     server = subprocess.Popen(
