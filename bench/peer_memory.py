@@ -1,7 +1,8 @@
 """Redis memory per queued and per finished job, the same way for Tidings and for the peers.
 
 Runs inside a peer's virtual env from the peers harness (kept outside this repository: $PEERS
-names its folder, venvs under $PEERS_WORK) and uses that harness's adapters, so every system is measured through its own public API:
+names its folder, venvs under $PEERS_WORK) and uses that harness's adapters, so every system is
+measured through its own public API:
 
     export PEERS=<the peers harness> PEERS_WORK=<its work folder>
     $PEERS_WORK/.venvs/saq/bin/python bench/peer_memory.py --peer saq --n 100000
