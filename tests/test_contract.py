@@ -527,3 +527,18 @@ def test_the_dashboard_imports_the_state_machine_the_server_generates() -> None:
             text = p.read_text()
             # a state list spelled out by hand is a copy
             assert '["queued", "scheduled"' not in text and "'queued','scheduled'" not in text, p
+
+
+def test_the_progress_element_knows_every_job_event_and_finished_state() -> None:
+    """<tidings-progress> is one dependency-free file people vendor, so it keeps its own copy of
+    the event types it listens to and of the finished states: they must be the contract's."""
+    from service.core.states import EVENT_TYPES, TERMINAL
+
+    js = resources.files("service").joinpath("static", "tidings-progress.js").read_text()
+    listed = re.search(r"const EVENT_TYPES = \[(.*?)\];", js, re.S)
+    finished = re.search(r"const FINISHED = new Set\(\[(.*?)\]\);", js, re.S)
+    assert listed is not None and finished is not None
+    names = re.findall(r'"([a-z]+)"', listed.group(1))
+    # every event a job's stream can carry ("stats" is the firehose's alone), in the same order
+    assert names == [t for t in EVENT_TYPES if t != "stats"]
+    assert set(re.findall(r'"([a-z]+)"', finished.group(1))) == set(TERMINAL)
