@@ -15,6 +15,8 @@ from service.core import logs
 from service.core.errors import BadRequest, Invalid, TooMany
 from service.core.tracing import valid_traceparent
 from service.core.wire import (
+    QUEUE_RE,
+    TASK_RE,
     Job,
     WatchLinks,
     decode_stored,
@@ -212,6 +214,18 @@ def int_param(request: web.Request, name: str, default: int | None, lo: int, hi:
     if not lo <= v <= hi:
         raise Invalid(f"{name} must be between {lo} and {hi}", path=name)
     return v
+
+
+def filter_params(request: web.Request) -> tuple[str | None, str | None]:
+    """The `queue` and `task` filters of a query (absent or empty: None), refused when they
+    could not name a queue or a task."""
+    queue = request.query.get("queue") or None
+    task = request.query.get("task") or None
+    if queue is not None and not QUEUE_RE.match(queue):
+        raise Invalid("invalid queue name", path="queue")
+    if task is not None and not TASK_RE.match(task):
+        raise Invalid("invalid task name", path="task")
+    return queue, task
 
 
 async def list_jobs(request: web.Request) -> web.Response:

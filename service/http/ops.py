@@ -10,8 +10,8 @@ from aiohttp import web
 from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.retry import is_transient
 from service.core.states import contract_document, contract_module
-from service.core.wire import QUEUE_RE, TASK_RE
-from service.http.jobs import int_param, json_response, with_urls
+from service.core.wire import QUEUE_RE
+from service.http.jobs import filter_params, int_param, json_response, with_urls
 from service.http.state import PRODUCER, QUERIES, TREND
 from service.stats import MAX_MINUTES
 
@@ -87,12 +87,7 @@ async def trend(request: web.Request) -> web.Response:
     wait and run time percentiles (from the per-minute hashes the scripts keep)."""
     minutes = int_param(request, "minutes", 60, 1, MAX_MINUTES)
     assert minutes is not None
-    queue = request.query.get("queue") or None
-    task = request.query.get("task") or None
-    if queue is not None and not QUEUE_RE.match(queue):
-        raise Invalid("invalid queue name", path="queue")
-    if task is not None and not TASK_RE.match(task):
-        raise Invalid("invalid task name", path="task")
+    queue, task = filter_params(request)
     return json_response(await request.app[TREND].trend(minutes, queue, task))
 
 

@@ -22,8 +22,6 @@ from service.core.hub import sse_frame
 from service.core.tracing import Span
 from service.core.wire import (
     JOB_ID_RE,
-    QUEUE_RE,
-    TASK_RE,
     GoneEvent,
     Job,
     SnapshotEvent,
@@ -37,6 +35,7 @@ from service.core.wire import (
     stored_type,
 )
 from service.http.cors import cors_headers
+from service.http.jobs import filter_params
 from service.http.state import HUB, PRINCIPAL, PRODUCER, SETTINGS, STATS, TRACING, WATCHERS
 from service.sse.watchers import FirehoseWatcher, JobWatcher, Watcher, WatcherSet
 
@@ -295,12 +294,7 @@ def _snapshot_frame(position: bytes, reason: str) -> bytes:
 async def firehose(request: web.Request) -> web.StreamResponse:
     """GET /api/events?queue=&task=&stats= : every job's events in one resumable stream;
     `stats=1` adds the deployment's figures about once a second (`stats=only`: those alone)."""
-    queue = request.query.get("queue") or None
-    task = request.query.get("task") or None
-    if queue is not None and not QUEUE_RE.match(queue):
-        raise Invalid("invalid queue name", path="queue")
-    if task is not None and not TASK_RE.match(task):
-        raise Invalid("invalid task name", path="task")
+    queue, task = filter_params(request)
     stats = request.query.get("stats", "")
     if stats not in ("", "0", "1", "only"):
         raise Invalid("stats is 1, 0 or only", path="stats")
