@@ -28,6 +28,32 @@ export function clear(el) {
   return el;
 }
 
+/** Keep `entries` (a Map key → entry) in step with `items`: an entry is made for each new key
+ * (`make(item)`, which also places its node), every entry is rendered (`render(entry, item)`),
+ * and the entries whose key is gone are removed with their node (`nodeOf(entry)`). Returns the
+ * keys, in the items' order. */
+export function syncKeyed(entries, items, keyOf, { make, render, nodeOf }) {
+  const keys = [];
+  for (const item of items) {
+    const key = keyOf(item);
+    keys.push(key);
+    let entry = entries.get(key);
+    if (!entry) {
+      entry = make(item);
+      entries.set(key, entry);
+    }
+    render(entry, item);
+  }
+  const live = new Set(keys);
+  for (const [key, entry] of entries) {
+    if (!live.has(key)) {
+      nodeOf(entry).remove();
+      entries.delete(key);
+    }
+  }
+  return keys;
+}
+
 export function setText(el, text) {
   const t = text === null || text === undefined ? "" : String(text);
   if (el.textContent !== t) el.textContent = t;

@@ -3,9 +3,10 @@
 // firehose's `stats` event (about once a second, computed by the service with the very function
 // behind GET /api/queues), so they agree with the API and are never polled for.
 
-import { h, setText } from "./dom.js";
+import { h, setText, syncKeyed } from "./dom.js";
 
-const FIGS = ["queued", "running", "scheduled", "dead", "workers"];
+/** A queue's figures, in the order the cards and the queues page show them. */
+export const FIGS = ["queued", "running", "scheduled", "dead", "workers"];
 
 function makeQueueCard(name) {
   const card = {};
@@ -33,8 +34,8 @@ function makeQueueCard(name) {
   return card;
 }
 
-/** Show one queue's figures on its card (shared with the queues page). */
-export function renderQueueFigures(card, q) {
+/** Show one queue's figures on its card. */
+function renderQueueFigures(card, q) {
   for (const k of FIGS) setText(card[k], String(q[k] ?? 0));
   card.paused.hidden = !q.paused;
   card.li.dataset.paused = q.paused ? "true" : "false";
@@ -64,25 +65,19 @@ export function queueCards(filters, { onQueues }) {
       const queues = stats.queues || [];
       el.dataset.statsAt = stats.ts || "";
       setText(note, queues.length ? "" : "No queues yet.");
-      const names = new Set();
-      for (const q of queues) {
-        names.add(q.name);
-        let card = cards.get(q.name);
-        if (!card) {
-          card = makeQueueCard(q.name);
-          cards.set(q.name, card);
+      const names = syncKeyed(cards, queues, (q) => q.name, {
+        make(q) {
+          const card = makeQueueCard(q.name);
           list.append(card.li);
-        }
-        renderQueueFigures(card, q);
-        card.li.classList.toggle("selected", filters.queue === q.name);
-      }
-      for (const [name, card] of cards) {
-        if (!names.has(name)) {
-          card.li.remove();
-          cards.delete(name);
-        }
-      }
-      const sorted = [...names].sort();
+          return card;
+        },
+        render(card, q) {
+          renderQueueFigures(card, q);
+          card.li.classList.toggle("selected", filters.queue === q.name);
+        },
+        nodeOf: (card) => card.li,
+      });
+      const sorted = [...new Set(names)].sort();
       if (sorted.join("\n") !== shownNames) {
         shownNames = sorted.join("\n");
         onQueues(sorted);

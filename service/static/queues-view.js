@@ -3,13 +3,12 @@
 // purge its finished jobs older than some age.
 
 import { ageEl, setAge } from "./age.js";
-import { h, setText } from "./dom.js";
+import { h, setText, syncKeyed } from "./dom.js";
 import { fmtNum } from "./format.js";
+import { FIGS } from "./jobs-queues.js";
 import { queueActions } from "./queue-actions.js";
 import { statsStream } from "./stats-stream.js";
 import { streamBadge } from "./stream-badge.js";
-
-const FIGS = ["queued", "running", "scheduled", "dead", "workers"];
 
 function queueRow(name) {
   const q = encodeURIComponent(name);
@@ -83,28 +82,22 @@ export function mountQueues(root) {
     const queues = stats.queues || [];
     table.dataset.statsAt = stats.ts || "";
     setText(note, queues.length ? "" : "No queues yet: a queue is created by the first job submitted to it.");
-    const names = new Set();
-    for (const q of queues) {
-      names.add(q.name);
-      let row = rows.get(q.name);
-      if (!row) {
-        row = queueRow(q.name);
-        rows.set(q.name, row);
+    syncKeyed(rows, queues, (q) => q.name, {
+      make(q) {
+        const row = queueRow(q.name);
         tbody.append(row.tr);
-      }
-      for (const k of FIGS) setText(row.figs[k], fmtNum(q[k] ?? 0));
-      row.paused.hidden = !q.paused;
-      row.tr.dataset.paused = q.paused ? "true" : "false";
-      row.tr.classList.toggle("has-dead", q.dead > 0);
-      setAge(row.oldest, q.oldest_queued_ms ? new Date(q.oldest_queued_ms).toISOString() : null);
-      row.actions.render(q);
-    }
-    for (const [name, row] of rows) {
-      if (!names.has(name)) {
-        row.tr.remove();
-        rows.delete(name);
-      }
-    }
+        return row;
+      },
+      render(row, q) {
+        for (const k of FIGS) setText(row.figs[k], fmtNum(q[k] ?? 0));
+        row.paused.hidden = !q.paused;
+        row.tr.dataset.paused = q.paused ? "true" : "false";
+        row.tr.classList.toggle("has-dead", q.dead > 0);
+        setAge(row.oldest, q.oldest_queued_ms ? new Date(q.oldest_queued_ms).toISOString() : null);
+        row.actions.render(q);
+      },
+      nodeOf: (row) => row.tr,
+    });
   }
 
   const stream = statsStream({ onStats: update, status });

@@ -5,7 +5,7 @@
 
 import { ageEl, setAge } from "./age.js";
 import { api } from "./api.js";
-import { clear, h, setText } from "./dom.js";
+import { clear, h, setText, syncKeyed } from "./dom.js";
 import { fmtDateTime, fmtNum } from "./format.js";
 
 const REFRESH_MS = 2000;
@@ -97,22 +97,11 @@ export function mountWorkers(root) {
     if (disposed) return;
     errorBox.hidden = true;
     workers.sort((a, b) => a.name.localeCompare(b.name));
-    const names = new Set();
-    for (const w of workers) {
-      names.add(w.name);
-      let row = rows.get(w.name);
-      if (!row) {
-        row = workerRow(w);
-        rows.set(w.name, row);
-      }
-      renderWorker(row, w);
-    }
-    for (const [name, row] of rows) {
-      if (!names.has(name)) {
-        row.tr.remove();
-        rows.delete(name);
-      }
-    }
+    syncKeyed(rows, workers, (w) => w.name, {
+      make: workerRow,
+      render: renderWorker,
+      nodeOf: (row) => row.tr,
+    });
     // in name order, moving rows only when that changed (a moved row loses the focus in it)
     const order = workers.map((w) => rows.get(w.name).tr);
     if (order.some((tr, i) => tbody.children[i] !== tr)) for (const tr of order) tbody.append(tr);
