@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from service.core import logs
 from service.core.errors import BadRequest, Invalid, TooMany
-from service.core.tracing import valid_traceparent
+from service.core.tracing import Span, valid_traceparent
 from service.core.wire import (
     QUEUE_RE,
     TASK_RE,
@@ -124,14 +125,18 @@ def _traceparent(request: web.Request) -> str | None:
     return valid_traceparent(tp) if tp and len(tp) <= 128 and tp.isascii() else None
 
 
+def _post_span(request: web.Request, route: str) -> AbstractContextManager[Span]:
+    """The server span of a POST to `route`, a child of the caller's `traceparent`."""
+    attrs = {"http.request.method": "POST", "http.route": route}
+    return request.app[TRACING].span(
+        f"POST {route}", parent=_traceparent(request), kind="server", attributes=attrs
+    )
+
+
 async def submit(request: web.Request) -> web.Response:
     """POST /api/jobs. Its span (a child of the caller's `traceparent`) is the parent stored
     with the job, so the worker's span joins the caller's trace."""
-    tracing = request.app[TRACING]
-    attrs = {"http.request.method": "POST", "http.route": "/api/jobs"}
-    with tracing.span(
-        "POST /api/jobs", parent=_traceparent(request), kind="server", attributes=attrs
-    ) as span:
+    with _post_span(request, "/api/jobs") as span:
         req = await read_json(request, _submit_decoder)
         await _rate(request)
         done = await request.app[PRODUCER].submit_request(req, traceparent=span.traceparent or None)
@@ -150,11 +155,7 @@ async def submit(request: web.Request) -> web.Response:
 async def submit_batch(request: web.Request) -> web.Response:
     """POST /api/jobs/batch {"jobs": [...]}: all validated before any is written; every job
     carries this request's span as its parent."""
-    tracing = request.app[TRACING]
-    attrs = {"http.request.method": "POST", "http.route": "/api/jobs/batch"}
-    with tracing.span(
-        "POST /api/jobs/batch", parent=_traceparent(request), kind="server", attributes=attrs
-    ) as span:
+    with _post_span(request, "/api/jobs/batch") as span:
         batch = await read_json(request, _batch_decoder)
         if not 1 <= len(batch.jobs) <= MAX_BATCH:
             raise Invalid(f"a batch holds 1 to {MAX_BATCH} jobs", path="$.jobs")
