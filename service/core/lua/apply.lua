@@ -11,19 +11,6 @@
 local TREND, DUE = KEYS[3], KEYS[4]
 local n = tonumber(ARGV[4])
 local names = fields({'r', 'ws', 'a', 'm', 'e', 'st', 'x', 'w'})
--- finished jobs' queue entries, acknowledged and deleted together at the end (one XACK and one
--- XDEL per queue, not per job: the script is atomic, so nobody sees the difference)
-local drops = {}  -- queue stream -> entries
-local function drop_later(qkey, entry)
-  if entry and entry ~= '' then
-    local d = drops[qkey]
-    if d == nil then
-      d = {}
-      drops[qkey] = d
-    end
-    d[#d + 1] = entry
-  end
-end
 local out = {}
 for i = 0, n - 1 do
   local a = 5 + i * 8
@@ -51,7 +38,7 @@ for i = 0, n - 1 do
     if j.x and j.x ~= '' then put(j, 'x', '') end
     local how = x1
     local run_ms = math.max(0, NOW - tonumber(j.st or NOW))
-    drop_later(qkey, j.e)
+    drop_entry(qkey, j.e)
     if how == 'succeeded' then
       set_state(j, 'succeeded')
       put(j, 'res', body, 'f', NOW_S, 'e', '')
@@ -93,13 +80,6 @@ for i = 0, n - 1 do
     out[#out + 1] = j.s
   end
   save(j)
-end
-for qkey, d in pairs(drops) do
-  for i = 1, #d, 1000 do
-    local some = {unpack(d, i, math.min(i + 999, #d))}
-    redis.call('XACK', qkey, GROUP, unpack(some))
-    redis.call('XDEL', qkey, unpack(some))
-  end
 end
 commit()
 return reply(out)

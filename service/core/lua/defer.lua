@@ -10,6 +10,7 @@ if not owns(QKEY, entry, consumer) then return 'notmine' end
 local j = job(JKEY, id, fields({'a', 'e', 'df'}))
 drop_entry(QKEY, entry)
 if j.s ~= 'queued' or j.e ~= entry then
+  commit()
   return 'skip'
 end
 local due = NOW + delay

@@ -80,10 +80,17 @@ local function emit(j, body)
   return eid
 end
 
+-- Queue entries done with, acknowledged and deleted together by `commit` (one XACK and one
+-- XDEL per queue, not per job: the script is atomic, so nobody sees the difference).
+local drops = {}  -- queue stream -> entries
 local function drop_entry(qkey, entry)
   if entry and entry ~= '' then
-    redis.call('XACK', qkey, GROUP, entry)
-    redis.call('XDEL', qkey, entry)
+    local d = drops[qkey]
+    if d == nil then
+      d = {}
+      drops[qkey] = d
+    end
+    d[#d + 1] = entry
   end
 end
 
@@ -151,8 +158,16 @@ local function outcome(j, what, trend)
   end
 end
 
--- The end of every event-writing script: the partition's event counter and the metrics.
+-- The end of every event-writing script (on every path that changed something): the dropped
+-- queue entries, the partition's event counter and the metrics.
 local function commit()
+  for qkey, d in pairs(drops) do
+    for i = 1, #d, 1000 do
+      local some = {unpack(d, i, math.min(i + 999, #d))}
+      redis.call('XACK', qkey, GROUP, unpack(some))
+      redis.call('XDEL', qkey, unpack(some))
+    end
+  end
   if counter ~= nil then redis.call('HSET', STATS, 'n', fmt('%d', counter)) end
   for f, by in pairs(stat_adds) do
     if by ~= 0 then redis.call('HINCRBY', STATS, f, by) end
