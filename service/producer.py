@@ -417,11 +417,7 @@ class _Batcher:
         if items is None and not self._flying.get(k):
             # nothing to join: sent from this coroutine (no task, two loop turns fewer); only
             # this job is in the call, so the caller going away cancels nobody else's
-            self._flying[k] = self._flying.get(k, 0) + 1
-            try:
-                (row,) = await self._p.durability.run(self._p.ops.submit(k, [new]))
-            finally:
-                self._flying[k] -= 1
+            (row,) = await self._call(k, [new])
             return row
         fut: asyncio.Future[SubmitRow] = asyncio.get_running_loop().create_future()
         if items is None or len(items) >= BATCH:
@@ -439,10 +435,17 @@ class _Batcher:
             del self._pending[k]
         await self._send(k, items)
 
-    async def _send(self, k: int, items: list[tuple[NewJob, asyncio.Future[SubmitRow]]]) -> None:
+    async def _call(self, k: int, news: list[NewJob]) -> list[SubmitRow]:
+        """One script call, counted in flight while it runs."""
         self._flying[k] = self._flying.get(k, 0) + 1
         try:
-            rows = await self._p.durability.run(self._p.ops.submit(k, [n for n, _ in items]))
+            return await self._p.durability.run(self._p.ops.submit(k, news))
+        finally:
+            self._flying[k] -= 1
+
+    async def _send(self, k: int, items: list[tuple[NewJob, asyncio.Future[SubmitRow]]]) -> None:
+        try:
+            rows = await self._call(k, [n for n, _ in items])
         except BaseException as e:
             for _, fut in items:
                 if not fut.done():
@@ -450,8 +453,6 @@ class _Batcher:
             if not isinstance(e, Exception):
                 raise
             return
-        finally:
-            self._flying[k] -= 1
         for (_, fut), row in zip(items, rows, strict=True):
             if not fut.done():
                 fut.set_result(row)
