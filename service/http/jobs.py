@@ -3,6 +3,7 @@ fresh watch links."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from contextlib import AbstractContextManager
@@ -77,15 +78,10 @@ def _origin(request: web.Request) -> str:
     return origin
 
 
-_last_expiry: tuple[int, str] = (0, "")
-
-
+@functools.lru_cache(maxsize=1)
 def _expiry(exp: int) -> str:
     """iso() of a link's expiry, made once per second (every link of that second shares it)."""
-    global _last_expiry
-    if _last_expiry[0] != exp:
-        _last_expiry = (exp, iso(exp * 1000) or "")
-    return _last_expiry[1]
+    return iso(exp * 1000) or ""
 
 
 def with_urls(request: web.Request, job: Job) -> Job:
