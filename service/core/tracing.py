@@ -175,12 +175,7 @@ class Tracing:
             with s.current():
                 yield s
         except BaseException as e:
-            # an HTTP status (ours or aiohttp's) is an answer; only a 5xx is the server failing
-            status = getattr(e, "status", None)
-            if isinstance(status, int):
-                s.set("http.response.status_code", status)
-            if not (isinstance(status, int) and status < 500):
-                s.error(e)
+            _ended_by(s, e)
             raise
         finally:
             s.end()
@@ -203,9 +198,17 @@ class _Plain(AbstractContextManager[Span]):
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if exc is not None:
-            status = getattr(exc, "status", None)
-            if not (isinstance(status, int) and status < 500):
-                self.span.error(exc)
+            _ended_by(self.span, exc)
+
+
+def _ended_by(span: Span, exc: BaseException) -> None:
+    """A span's block ended by `exc`: an HTTP status (ours or aiohttp's) is an answer, recorded;
+    only a 5xx, or anything else, is the server failing."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        span.set("http.response.status_code", status)
+    if not (isinstance(status, int) and status < 500):
+        span.error(exc)
 
 
 NOOP = Tracing()
