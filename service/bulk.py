@@ -142,37 +142,15 @@ class Bulk:
             total += int(await self.r.zcard(self.keys.dead(k, queue)))
         return total
 
-    async def retry_dead(self, queue: str, *, dry_run: bool = False) -> BulkResult:
-        """Queue again every job that was in the queue's dead letters when the call began
-        (one that fails again meanwhile is not retried twice)."""
-        _check_queue(queue)
-        if dry_run:
-            n = await self.dead_count(queue)
-            return _result("retry_dead", True, {"retried": n}, queue=queue)
-        outcomes: dict[str, int] = {}
-        upto = await self._now_ms()
-        for k in range(self.keys.partitions):
-            dead = self.keys.dead(k, queue)
-            skip = 0  # entries left in place (conflict): step over them
-            while True:
-                raw = await self.r.zrangebyscore(dead, "-inf", upto, start=skip, num=BATCH)
-                ids = [x.decode() for x in raw]
-                if not ids:
-                    break
-                for outcome in await _bounded([(i, queue) for i in ids], self._retry):
-                    _tally(outcomes, outcome)
-                    skip += outcome == "conflict"
-                if len(ids) < BATCH:
-                    break
-        return _result("retry_dead", False, outcomes, queue=queue)
-
-    async def purge_dead(self, queue: str, *, dry_run: bool = False) -> BulkResult:
-        """Delete every job in the queue's dead letters when the call began: its record, its
-        events, its dead-letter and index entries."""
-        _check_queue(queue)
-        if dry_run:
-            n = await self.dead_count(queue)
-            return _result("purge_dead", True, {"purged": n}, queue=queue)
+    async def _each_dead(
+        self,
+        queue: str,
+        act: Callable[[int, list[str]], Awaitable[list[str]]],
+        left: str,
+    ) -> dict[str, int]:
+        """`act(partition, ids)` on every job in the queue's dead letters when the call began,
+        BATCH at a time; the outcomes tallied. Entries `act` leaves in place (outcome `left`)
+        are stepped over."""
         outcomes: dict[str, int] = {}
         upto = await self._now_ms()
         for k in range(self.keys.partitions):
@@ -183,12 +161,39 @@ class Bulk:
                 ids = [x.decode() for x in raw]
                 if not ids:
                     break
-                call = self.ops.purge(k, queue, [(i, "") for i in ids])
-                for outcome in await self.durability.run(call, retry=True):
+                for outcome in await act(k, ids):
                     _tally(outcomes, outcome)
-                    skip += outcome == "kept"
+                    skip += outcome == left
                 if len(ids) < BATCH:
                     break
+        return outcomes
+
+    async def retry_dead(self, queue: str, *, dry_run: bool = False) -> BulkResult:
+        """Queue again every job that was in the queue's dead letters when the call began
+        (one that fails again meanwhile is not retried twice)."""
+        _check_queue(queue)
+        if dry_run:
+            n = await self.dead_count(queue)
+            return _result("retry_dead", True, {"retried": n}, queue=queue)
+        outcomes = await self._each_dead(
+            queue, lambda k, ids: _bounded([(i, queue) for i in ids], self._retry), "conflict"
+        )
+        return _result("retry_dead", False, outcomes, queue=queue)
+
+    async def purge_dead(self, queue: str, *, dry_run: bool = False) -> BulkResult:
+        """Delete every job in the queue's dead letters when the call began: its record, its
+        events, its dead-letter and index entries."""
+        _check_queue(queue)
+        if dry_run:
+            n = await self.dead_count(queue)
+            return _result("purge_dead", True, {"purged": n}, queue=queue)
+
+        async def purge(k: int, ids: list[str]) -> list[str]:
+            return await self.durability.run(
+                self.ops.purge(k, queue, [(i, "") for i in ids]), retry=True
+            )
+
+        outcomes = await self._each_dead(queue, purge, "kept")
         return _result("purge_dead", False, outcomes, queue=queue)
 
     # -- a queue's finished jobs ----------------------------------------------------------------
