@@ -73,7 +73,7 @@ from common import (  # bench/ is the script's directory
     table,
     worker_up,
 )
-from sse_fanout import metrics, pin, runq_wait_s
+from sse_fanout import connect_all, metrics, pin, runq_wait_s
 
 GATE = "latbench:go"  # outside Tidings' keys (prefix "bench")
 EVERY_S = 1.0
@@ -272,33 +272,9 @@ async def client(cfg_path: str) -> int:
     # stopped while connecting: nothing to report, go at once (the kernel closes the sockets)
     loop.add_signal_handler(signal.SIGTERM, os._exit, 143)
     t = Tally(steps)
-    protos: list[Tail] = []
-    sem = asyncio.Semaphore(256)
-
-    async def one(i: int) -> None:
-        jid = jobs[i % len(jobs)]
-        req = (
-            b"GET /api/jobs/%s/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-            b"Accept: text/event-stream\r\n\r\n" % (jid.encode(), port)
-        )
-        async with sem:
-            ready: asyncio.Future[bool] = loop.create_future()
-            try:
-                _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: Tail(t, req, ready), "127.0.0.1", port), 30
-                )
-                protos.append(proto)
-                ok = await asyncio.wait_for(ready, 30)
-            except (OSError, TimeoutError):
-                ok = False
-            if ok:
-                t.connected += 1
-            else:
-                t.failed += 1
-
     t0 = time.perf_counter()
     t.open = len(jobs) * w
-    await asyncio.gather(*(one(i) for i in range(len(jobs) * w)))
+    protos = await connect_all(port, jobs, len(jobs) * w, t, lambda req, ready: Tail(t, req, ready))
     connect_s = time.perf_counter() - t0
     live = [p for p in protos if p.ready is None and not p.done]
     t.open = len(live)

@@ -45,8 +45,9 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -158,12 +159,23 @@ class Watch(asyncio.Protocol):
             self.ready.set_result(False)
 
 
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
 async def connect_all(
-    port: int, jobs: list[str], w: int, st: Stats, concurrency: int = 256
-) -> list[Watch]:
+    port: int,
+    jobs: list[str],
+    n: int,
+    counts: Any,
+    make: Callable[[bytes, asyncio.Future[bool]], P],
+    concurrency: int = 256,
+) -> list[P]:
+    """Open n raw SSE streams on the jobs in turn, `concurrency` at a time; `make(request,
+    ready)` builds each stream's protocol, which sends the request and settles `ready` (True
+    once answered 200). Counted in `counts.connected` / `counts.failed`."""
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(concurrency)
-    protos: list[Watch] = []
+    protos: list[P] = []
 
     async def one(i: int) -> None:
         req = (
@@ -174,18 +186,18 @@ async def connect_all(
             ready: asyncio.Future[bool] = loop.create_future()
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: Watch(st, req, ready), "127.0.0.1", port), 30
+                    loop.create_connection(lambda: make(req, ready), "127.0.0.1", port), 30
                 )
                 protos.append(proto)
                 ok = await asyncio.wait_for(ready, 30)
             except (OSError, TimeoutError):
                 ok = False
             if ok:
-                st.connected += 1
+                counts.connected += 1
             else:
-                st.failed += 1
+                counts.failed += 1
 
-    await asyncio.gather(*(one(i) for i in range(w)))
+    await asyncio.gather(*(one(i) for i in range(n)))
     return protos
 
 
@@ -470,7 +482,7 @@ async def run(args: argparse.Namespace, w: int, j: int, rate: float) -> dict[str
             out["history_events_per_job"] = args.history
             rss0 = rss_kb(svc.pid)
             t0 = time.perf_counter()
-            protos = await connect_all(port, jobs, w, st)
+            protos = await connect_all(port, jobs, w, st, lambda req, ready: Watch(st, req, ready))
             out["connect_s"] = round(time.perf_counter() - t0, 2)
             out["connected"] = st.connected
             out["failed"] = st.failed
